@@ -1,0 +1,84 @@
+"""Counting in-flight requests, so a server that cannot drain by itself can be drained.
+
+A request is in flight from the moment the app is called until the server calls ``close()`` on
+the response iterable (PEP 3333 requires it), i.e. until the last byte was handed to the server.
+The wrapper keeps ``__len__`` when the app's iterable has one: waitress sets Content-Length from
+a one-item list, and hiding it would turn such responses into chunked ones.
+"""
+
+from __future__ import annotations
+
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
+
+    WSGIApp = Callable[..., Any]
+
+
+class InFlight:
+    """Thread-safe count of running requests (``active``) and of all requests (``total``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+        self.total = 0
+
+    def begin(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.total += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def wrap(self, app: WSGIApp) -> WSGIApp:
+        """Return ``app`` counted: begin on call, end when the response iterable is closed."""
+        begin, end = self.begin, self.end
+
+        def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            begin()
+            try:
+                result = app(environ, start_response)
+            except BaseException:
+                end()
+                raise
+            if hasattr(result, "__len__"):
+                return _SizedCounted(result, end)
+            return _Counted(result, end)
+
+        counted.__wrapped__ = app  # type: ignore[attr-defined]
+        return counted
+
+
+class _Counted:
+    __slots__ = ("_result", "_end", "_open")
+
+    def __init__(self, result: Iterable[bytes], end: Callable[[], None]) -> None:
+        self._result = result
+        self._end = end
+        self._open = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._end()
+
+
+class _SizedCounted(_Counted):
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
