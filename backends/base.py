@@ -91,6 +91,9 @@ class Backend:
     launcher_signals: ClassVar[bool] = True
     #: False for a backend that cannot use a socket bound by the launcher (it binds its own)
     takes_sockets: ClassVar[bool] = True
+    #: True when the server imports the app in each forked worker: serve() then gets a
+    #: zero-argument loader returning the wrapped app instead of the app itself
+    load_in_workers: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.inflight: InFlight | None = None
@@ -139,7 +142,11 @@ class Backend:
     # ------------------------------------------------------------------ running
 
     def serve(self, app: WSGIApp, opts: ServeOptions, listeners: list[Listener], ready: Ready) -> None:
-        """Serve ``app`` on ``listeners`` until stopped; call ``ready(listeners)`` once accepting."""
+        """Serve ``app`` on ``listeners`` until stopped; call ``ready(listeners)`` once accepting.
+
+        With :attr:`load_in_workers`, ``app`` is a zero-argument callable that imports the app and
+        returns it wrapped (call it in each worker, after the worker's own set-up).
+        """
         raise NotImplementedError
 
     def stop(self, timeout: float) -> None:

@@ -16,6 +16,7 @@ instead of being restarted forever.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -80,10 +81,9 @@ def _prepare_process(opts: ServeOptions) -> None:
 
 
 def load_app(backend: Backend, opts: ServeOptions, app: Any = None) -> Any:
-    """Prepare the backend, import the app and wrap only the middleware that was asked for."""
+    """Import the app and wrap only the middleware that was asked for (after backend.prepare)."""
     from launcher import importer, middleware
 
-    backend.prepare(opts)
     target = app if app is not None else opts.app
     wsgi = importer.import_app(target) if isinstance(target, str) else target
     if not callable(wsgi):
@@ -102,7 +102,13 @@ def serve_here(
     app: Any = None,
 ) -> int:
     """The single-process path: import, serve, drain; return the exit code."""
-    wsgi = load_app(backend, opts, app)
+    backend.prepare(opts)
+    if backend.load_in_workers:
+        # The server forks first and imports in each worker (gunicorn without preload, so a
+        # gevent worker patches before the app is imported): hand it the loader, not the app.
+        wsgi: Any = functools.partial(load_app, backend, opts, app)
+    else:
+        wsgi = load_app(backend, opts, app)
     if not backend.drains_itself:
         from launcher.drain import InFlight
 
