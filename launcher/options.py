@@ -465,6 +465,12 @@ def _validate(opts: ServeOptions) -> None:
     if opts.root_path:
         if not opts.root_path.startswith("/"):
             raise OptionError(f"--root-path '{opts.root_path}' must start with '/', e.g. /yourapplication")
+        from launcher.middleware import RootPath
+
+        try:
+            RootPath(lambda e, s: [], opts.root_path)
+        except (ValueError, TypeError) as exc:
+            raise OptionError(f"--root-path: {exc}") from None
     ip_entries = [ip for ip in opts.forwarded_allow_ips if ip not in ("*", "unix")]
     if ip_entries:
         import ipaddress
