@@ -21,6 +21,7 @@ $(BIN)/python:
 # The project with every backend whose system package is there; the rest get a one-line notice.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[all]'
+	@$(BIN)/python -m compileall -q launcher backends >/dev/null  # cached bytecode keeps `serve --help` fast
 	@bash .ci/install-native.sh $(BIN)/python
 	@touch $@
 

@@ -170,9 +170,9 @@ class Server:
 
     def kill(self) -> None:
         """SIGKILL the server and every process it started."""
-        for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
+        for kill in (os.killpg, os.kill):
             try:
-                target()
+                kill(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         try:

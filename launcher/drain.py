@@ -55,7 +55,7 @@ class InFlight:
 
 
 class _Counted:
-    __slots__ = ("_result", "_end", "_open")
+    __slots__ = ("_end", "_open", "_result")
 
     def __init__(self, result: Iterable[bytes], end: Callable[[], None]) -> None:
         self._result = result

@@ -38,7 +38,7 @@ def closest(word: str, candidates: Iterable[str]) -> str:
 class Bind:
     """One listening address: ``HOST:PORT``, ``[::1]:PORT``, ``unix:PATH[:MODE]`` or ``fd://N``."""
 
-    __slots__ = ("kind", "host", "port", "path", "mode", "fd")
+    __slots__ = ("fd", "host", "kind", "mode", "path", "port")
 
     def __init__(
         self,
@@ -182,7 +182,7 @@ class Option:
     ``list``, ``bind`` and ``kv`` options may be repeated on the command line.
     """
 
-    __slots__ = ("name", "kind", "default", "help", "short", "metavar", "choices", "minimum", "section")
+    __slots__ = ("choices", "default", "help", "kind", "metavar", "minimum", "name", "section", "short")
 
     def __init__(
         self,

@@ -81,15 +81,24 @@ def get(name: str) -> Backend:
 class BackendInfo:
     """What `serve backends` shows about one backend."""
 
-    __slots__ = ("name", "target", "installed", "version", "protocol", "extra", "distribution", "supports",
-                 "min_version", "error")
+    FIELDS = ("name", "target", "installed", "version", "protocol", "extra", "distribution", "supports",
+              "min_version", "error")
 
-    def __init__(self, **fields: object) -> None:
-        for key in self.__slots__:
-            setattr(self, key, fields.get(key))
+    def __init__(self, *, name: str, target: str, installed: bool, version: str | None, protocol: str, extra: str,
+                 distribution: str, supports: frozenset[str], min_version: str, error: str) -> None:
+        self.name = name
+        self.target = target
+        self.installed = installed
+        self.version = version
+        self.protocol = protocol
+        self.extra = extra
+        self.distribution = distribution
+        self.supports = supports
+        self.min_version = min_version
+        self.error = error
 
     def as_dict(self) -> dict[str, object]:
-        return {key: (sorted(v) if isinstance(v := getattr(self, key), frozenset) else v) for key in self.__slots__}
+        return {key: (sorted(v) if isinstance(v := getattr(self, key), frozenset) else v) for key in self.FIELDS}
 
 
 def describe(name: str, cls: type[Backend] | None = None) -> BackendInfo:

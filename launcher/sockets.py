@@ -22,7 +22,7 @@ DEFAULT_UNIX_MODE = 0o660
 class Listener:
     """A bound, listening socket and the address it was asked for."""
 
-    __slots__ = ("bind", "sock", "inode")
+    __slots__ = ("bind", "inode", "sock")
 
     def __init__(self, bind: Bind, sock: socket.socket, inode: int = 0) -> None:
         self.bind = bind
