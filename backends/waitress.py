@@ -9,6 +9,9 @@ the launcher owns (listening, threads, proxy trust and URL prefix).
 and trusted_proxy: waitress's url_prefix answers 404 outside the prefix (a front server that
 already stripped it breaks), and trusted_proxy takes a single address, not a list or a CIDR.
 
+waitress 3.0.2 sends the body in answer to HEAD (corrupting the next response on the connection):
+the backend sends none.
+
 waitress does not drain on SIGTERM by itself (0 of 4 in-flight requests answered), and closing
 its listening socket from a signal handler crashes its select loop.  So every step of the stop
 runs inside its loop through its trigger: stop accepting, wait for in-flight and queued requests,
@@ -98,6 +101,7 @@ class WaitressBackend(Backend):
             "ident": "waitress",
         }
         settings.update(self.backend_options)
+        app = strip_head_body(app)
         adj = Adjustments(**settings)
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(adj.threads)
@@ -166,3 +170,35 @@ class WaitressBackend(Backend):
         while self._channels() and time.monotonic() < deadline:
             time.sleep(0.02)
         trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+
+
+def strip_head_body(app: WSGIApp) -> WSGIApp:
+    """Send no body in answer to HEAD: waitress 3.0.2 sends the app's body after the headers,
+    which corrupts the next response on a keep-alive connection."""
+
+    def head_safe(environ: dict[str, Any], start_response: Any) -> Any:
+        result = app(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return result
+        return _NoBody(result)
+
+    return head_safe
+
+
+class _NoBody:
+    """Runs the app's iterable up to its first chunk (so a lazy start_response is called), sends
+    nothing, and still closes it."""
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def __iter__(self) -> Any:
+        for chunk in self._result:
+            if chunk:
+                break
+        return iter(())
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()

@@ -35,11 +35,18 @@ class InFlight:
         with self._lock:
             self.active -= 1
 
-    def wrap(self, app: WSGIApp) -> WSGIApp:
-        """Return ``app`` counted: begin on call, end when the response iterable is closed."""
+    def wrap(self, app: WSGIApp, *, multiprocess: bool = False) -> WSGIApp:
+        """Return ``app`` counted: begin on call, end when the response iterable is closed.
+
+        ``multiprocess`` marks the environ of a worker forked by the launcher's supervisor: the
+        server inside it cannot know other processes serve the same socket (PEP 3333's
+        wsgi.multiprocess).
+        """
         begin, end = self.begin, self.end
 
         def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if multiprocess:
+                environ["wsgi.multiprocess"] = True
             begin()
             try:
                 result = app(environ, start_response)

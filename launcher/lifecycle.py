@@ -100,6 +100,7 @@ def serve_here(
     on_ready: Callable[[list[Listener]], None],
     *,
     app: Any = None,
+    multiprocess: bool = False,
 ) -> int:
     """The single-process path: import, serve, drain; return the exit code."""
     backend.prepare(opts)
@@ -113,7 +114,7 @@ def serve_here(
         from launcher.drain import InFlight
 
         backend.inflight = InFlight()
-        wsgi = backend.inflight.wrap(wsgi)
+        wsgi = backend.inflight.wrap(wsgi, multiprocess=multiprocess)
         if opts.max_requests:
             wsgi = _max_requests(wsgi, backend, opts)
     drop_privileges(opts.user, opts.group, listeners)
@@ -398,7 +399,7 @@ class Supervisor:
         from launcher.errors import AppImportError
 
         try:
-            return serve_here(backend, self.opts, self.listeners, on_ready, app=self.app)
+            return serve_here(backend, self.opts, self.listeners, on_ready, app=self.app, multiprocess=True)
         except AppImportError as exc:
             from launcher.cli import report
 

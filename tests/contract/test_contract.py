@@ -1,0 +1,82 @@
+"""Every contract check against every installed HTTP backend, in four variants.
+
+One server per (backend, variant), module-scoped; each check is its own test.  With xdist use
+``-n auto --dist loadgroup`` so one server's checks stay on one worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.contract.checks import CHECKS, DIRECT_EXPECT, Target, check_id
+from tests.support import (
+    ServeStartError,
+    backend_names,
+    contract_args,
+    require_backend,
+    serve_env,
+    short_tmpdir,
+    start_serve,
+)
+
+pytestmark = pytest.mark.server
+
+ROOT_PATH = "/yourapplication"
+
+# variant -> (extra launcher args, bind over a unix socket?, mount prefix, extra expectations)
+VARIANTS: dict[str, tuple[list[str], bool, str, frozenset[str]]] = {
+    "tcp": ([], False, "", frozenset()),
+    "workers2": (["--workers", "2"], False, "", frozenset({"multiprocess"})),
+    "unix": ([], True, "", frozenset()),
+    "rootpath": (["--root-path", ROOT_PATH], False, ROOT_PATH, frozenset()),
+}
+
+# Capabilities a backend is known NOT to have (removed from DIRECT_EXPECT for it), e.g.
+# {"somebackend": {"chunked_request"}}.  Keep it empty unless the backend really cannot.
+BACKEND_EXPECT_DROP: dict[str, set[str]] = {}
+
+PARAMS = [
+    pytest.param((backend, variant), id=f"{backend}-{variant}",
+                 marks=pytest.mark.xdist_group(f"contract-{backend}-{variant}"))
+    for backend in backend_names("http")
+    for variant in VARIANTS
+]
+
+
+@pytest.fixture(scope="module", params=PARAMS)
+def target(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    backend, variant = request.param
+    require_backend(backend)
+    extra, unix, prefix, flags = VARIANTS[variant]
+    work = tmp_path_factory.mktemp(f"contract-{backend}-{variant}")
+    state = work / "state"
+    state.mkdir()
+    sock_dir = short_tmpdir() if unix else None
+    bind = f"unix:{sock_dir}/contract.sock" if sock_dir else "127.0.0.1:0"
+    env = serve_env(CONTRACT_STATE_DIR=str(state))
+    try:
+        try:
+            server = start_serve(contract_args(backend, bind, *extra), env=env, tmp_path=work)
+        except ServeStartError as exc:
+            if variant == "workers2" and exc.returncode == 2 and "worker" in exc.stderr.lower():
+                pytest.skip(f"{backend} refuses --workers 2: {exc.stderr.strip()}")
+            raise
+        expect = (DIRECT_EXPECT - BACKEND_EXPECT_DROP.get(backend, set())) | flags
+        try:
+            yield Target(address=server.address, prefix=prefix, expect=expect,
+                         label=f"{backend}-{variant}")
+        finally:
+            server.stop()
+    finally:
+        if sock_dir is not None:
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=check_id)
+def test_contract(target: Target, check: Any) -> None:
+    check(target)
