@@ -37,10 +37,7 @@ def launch(
     they rank like CLI flags, above ``SERVE_*`` variables and the config file.  An unknown keyword
     raises :class:`~launcher.errors.OptionError` naming the closest valid one.
     """
-    spec = app if isinstance(app, str) or app is None else None
-    opts = resolve(spec, cli=options, config=config)
-    if app is not None and not isinstance(app, str):
-        opts = opts.replace(app=app)
+    opts = resolve(app, cli=options, config=config)
     if background:
         return Server.start(opts, ready_timeout=ready_timeout, config=config)
     from launcher import lifecycle, log

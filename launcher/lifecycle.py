@@ -432,7 +432,7 @@ class Supervisor:
             self.ready_pids.discard(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
-                if code != 0:
+                if code != 0 and self.exit_code == 0:
                     self.exit_code = 1
                 continue
             if not was_ready:
