@@ -48,6 +48,8 @@ LAUNCHER_OPTIONS = frozenset(
         "forwarded_host_header",
         "access_log",
         "access_log_format",
+        "health_path",
+        "log_format",
         "log_level",
         "chdir",
         "pythonpath",

@@ -42,7 +42,7 @@ def launch(
         return Server.start(opts, ready_timeout=ready_timeout, config=config)
     from launcher import lifecycle, log
 
-    log.configure(opts.log_level)
+    log.configure(opts.log_level, opts.log_format)
     return lifecycle.run(opts, app=None if isinstance(opts.app, str) else opts.app)
 
 
@@ -197,7 +197,7 @@ def _fork_server(opts: ServeOptions) -> int:
         os.setsid()
         from launcher import lifecycle, log
 
-        log.configure(opts.log_level)
+        log.configure(opts.log_level, opts.log_format)
         code = lifecycle.run(opts, app=opts.app)
     except LauncherError as exc:
         from launcher.cli import report

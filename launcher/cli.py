@@ -207,7 +207,7 @@ def run_command(args: list[str]) -> int:
     opts = resolve(app, cli=cli, config=config)
     from launcher import lifecycle, log
 
-    log.configure(opts.log_level)
+    log.configure(opts.log_level, opts.log_format)
     if opts.reload:
         from launcher.reload import start_reloader
 

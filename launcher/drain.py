@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     WSGIApp = Callable[..., Any]
 
 
+#: Set once this process starts stopping: --health-path answers 503 from then on.
+draining = threading.Event()
+
+
 class InFlight:
     """Thread-safe count of running requests (``active``) and of all requests (``total``)."""
 

@@ -165,6 +165,12 @@ class _Stopper:
                 os._exit(130)
             return
         self.stopping = True
+        from launcher.drain import draining
+
+        draining.set()
+        notify = os.environ.get("NOTIFY_SOCKET")
+        if notify:
+            sd_notify(notify, "STOPPING=1")
         name = signal.Signals(signum).name
         logger.info("%s: stopping, in-flight requests get up to %gs", name, self.opts.graceful_timeout)
         self.backend.stop(self.opts.graceful_timeout)
@@ -349,6 +355,9 @@ class Supervisor:
                 os._exit(130)
         if not self.stopping:
             self.stopping = True
+            notify = os.environ.get("NOTIFY_SOCKET")
+            if notify:
+                sd_notify(notify, "STOPPING=1")
             logger.info("%s: stopping %d workers, in-flight requests get up to %gs",
                         signal.Signals(signum).name, len(self.workers), self.opts.graceful_timeout)
             self._kill_all(signal.SIGTERM)

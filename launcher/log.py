@@ -10,13 +10,32 @@ logger = logging.getLogger("launcher")
 _FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 
 
-def configure(level: str = "info") -> None:
-    """Send the launcher's messages to stderr at ``level`` (idempotent)."""
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, pid, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        import time
+
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    """Send the launcher's messages to stderr at ``level``, as text or JSON lines (idempotent)."""
     for handler in list(logger.handlers):
         if getattr(handler, "_launcher", False):
             logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
     handler._launcher = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level.upper())

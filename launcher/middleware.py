@@ -75,7 +75,8 @@ def wrap(app: WSGIApp, opts: Any) -> WSGIApp:
         if mounted.prefix:  # "/" validates but mounts nothing: keep the zero-cost path
             wrapped = mounted
     if getattr(opts, "access_log", False):
-        wrapped = AccessLog(wrapped, getattr(opts, "access_log_format", "") or DEFAULT_ACCESS_FORMAT)
+        wrapped = AccessLog(wrapped, getattr(opts, "access_log_format", "") or DEFAULT_ACCESS_FORMAT,
+                            json_lines=getattr(opts, "log_format", "text") == "json")
     # Outermost, see the module docstring: the access log must see the fixed client address.
     if getattr(opts, "proxy_headers", False):
         wrapped = ProxyHeaders(
@@ -83,7 +84,35 @@ def wrap(app: WSGIApp, opts: Any) -> WSGIApp:
             getattr(opts, "forwarded_allow_ips", None) or (),
             getattr(opts, "forwarded_host_header", "") or "",
         )
+    health_path = getattr(opts, "health_path", "") or ""
+    if health_path:
+        # Outermost of all: a load balancer's probe is never logged, rewritten or sent to the app.
+        wrapped = Health(wrapped, health_path)
     return wrapped
+
+
+class Health:
+    """Answer ``path`` without calling the app: 200 "ready", then 503 "draining" once this process
+    is stopping, so a load balancer stops sending before the server stops accepting."""
+
+    def __init__(self, app: WSGIApp, path: str) -> None:
+        from launcher.drain import draining
+
+        self.app = app
+        self.path = path
+        self.draining = draining
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = (environ.get("SCRIPT_NAME", "") or "") + (environ.get("PATH_INFO", "") or "")
+        if path != self.path:
+            return self.app(environ, start_response)
+        if self.draining.is_set():
+            status, body = "503 Service Unavailable", b"draining\n"
+        else:
+            status, body = "200 OK", b"ready\n"
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store")])
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -580,11 +609,13 @@ class AccessLog:
     fast path (sendfile) is not taken while the access log is on.
     """
 
-    def __init__(self, app: WSGIApp, fmt: str = DEFAULT_ACCESS_FORMAT, stream: TextIO | None = None) -> None:
+    def __init__(self, app: WSGIApp, fmt: str = DEFAULT_ACCESS_FORMAT, stream: TextIO | None = None, *,
+                 json_lines: bool = False) -> None:
         _check_format(fmt)
         self.app = app
         self.fmt = fmt
         self.stream = stream
+        self.json_lines = json_lines
         self._warned = False
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -602,7 +633,12 @@ class AccessLog:
 
     def _emit(self, record: dict[str, object]) -> None:
         try:
-            line = self.fmt.format_map(record)
+            if self.json_lines:
+                import json
+
+                line = json.dumps({"type": "access", **record}, ensure_ascii=False)
+            else:
+                line = self.fmt.format_map(record)
             stream = self.stream if self.stream is not None else sys.stderr
             stream.write(line + "\n")
             stream.flush()

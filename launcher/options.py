@@ -313,9 +313,13 @@ OPTIONS: tuple[Option, ...] = (
            metavar="IPS", section="http"),
     Option("forwarded_host_header", "str", "", "extra header a trusted proxy names the host in (e.g. X-FHost)",
            metavar="NAME", section="http"),
+    Option("health_path", "str", "", "answer this path (e.g. /healthz) without calling the app: 200 ready,"
+           " 503 once stopping", metavar="PATH", section="http"),
     Option("access_log", "bool", False, "log one line per request to stderr", section="logging"),
     Option("access_log_format", "str", DEFAULT_ACCESS_LOG_FORMAT, "access log line with {named} fields",
            metavar="FORMAT", section="logging"),
+    Option("log_format", "choice", "text", "text, or json: one JSON object per line for the launcher's"
+           " messages and the access log", choices=("text", "json"), metavar="FORMAT", section="logging"),
     Option("log_level", "choice", "info", "launcher log level",
            choices=("critical", "error", "warning", "info", "debug"), metavar="LEVEL", section="logging"),
     Option("chdir", "str", "", "change to this directory before importing the app", metavar="DIR",
@@ -381,8 +385,10 @@ class ServeOptions:
         proxy_headers: bool
         forwarded_allow_ips: tuple[str, ...]
         forwarded_host_header: str
+        health_path: str
         access_log: bool
         access_log_format: str
+        log_format: str
         log_level: str
         chdir: str
         pythonpath: tuple[str, ...]
@@ -483,6 +489,8 @@ def _validate(opts: ServeOptions) -> None:
                     f"--forwarded-allow-ips: '{entry}' is not an IP address or CIDR network"
                     " (use e.g. 127.0.0.1,10.0.0.0/8, or * to trust every peer)"
                 ) from None
+    if opts.health_path and (not opts.health_path.startswith("/") or any(c in opts.health_path for c in "?# ")):
+        raise OptionError(f"--health-path '{opts.health_path}' must be a plain path starting with '/', e.g. /healthz")
     if opts.access_log and opts.access_log_format != DEFAULT_ACCESS_LOG_FORMAT:
         from launcher.middleware import AccessLog
 
