@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 #: Subcommands besides ``run``: name -> (module, one-line help).  Modules are imported on use only.
 COMMANDS: dict[str, tuple[str, str]] = {
     "backends": ("launcher.cli", "list the backends: installed or not, version, protocol, pip extra"),
+    "check": ("launcher.check", "import the app as the backend would and explain what is wrong"),
 }
 
 SECTIONS = {
