@@ -93,9 +93,10 @@ class TreeReading:
         self.pids = pids
 
 
-def read_tree(root: int) -> TreeReading:
-    """CPU seconds (user + system, reaped children included) and summed RSS of ``root``'s tree."""
-    members = tree(root)
+def read_tree(*roots: int) -> TreeReading:
+    """CPU seconds (user + system, reaped children included) and summed RSS of the roots' trees."""
+    table = all_stats()
+    members = list({s.pid: s for root in roots for s in tree(root, table)}.values())
     return TreeReading(
         sum(s.cpu_ticks for s in members) / CLOCK_TICKS,
         sum(s.rss_bytes for s in members),
@@ -110,8 +111,8 @@ class MemorySampler:
     once per process, so it over-states what the tree really holds (it never under-states it).
     """
 
-    def __init__(self, root: int, interval: float = 0.1) -> None:
-        self.root = root
+    def __init__(self, *roots: int, interval: float = 0.1) -> None:
+        self.roots = roots
         self.interval = interval
         self.peak_bytes = 0
         self.peak_processes = 0
@@ -126,7 +127,7 @@ class MemorySampler:
                 return
 
     def sample(self) -> None:
-        reading = read_tree(self.root)
+        reading = read_tree(*self.roots)
         self.samples += 1
         self.peak_bytes = max(self.peak_bytes, reading.rss_bytes)
         self.peak_processes = max(self.peak_processes, len(reading.pids))
@@ -176,6 +177,27 @@ def busy_fraction(before: dict[int, tuple[int, int]], after: dict[int, tuple[int
 # --------------------------------------------------------------------------- affinity
 
 
+def pin_threads(pid: int, cpus: Iterable[int]) -> int:
+    """Set the CPU affinity of every thread of ``pid``; return how many threads were pinned.
+
+    ``os.sched_setaffinity(pid)`` changes one thread only: the threads a process already runs
+    (a progress display's refresher, a server's pool) keep their old mask unless set one by one.
+    """
+    mask = set(cpus)
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    count = 0
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, mask)
+            count += 1
+        except OSError:
+            pass
+    return count
+
+
 def pin_tree(root: int, cpus: Iterable[int]) -> int:
     """Set the CPU affinity of every thread of every process in ``root``'s tree; return how many.
 
@@ -183,19 +205,7 @@ def pin_tree(root: int, cpus: Iterable[int]) -> int:
     pass catches a backend that resets its own affinity.
     """
     mask = set(cpus)
-    count = 0
-    for stat in tree(root):
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{stat.pid}/task")]
-        except OSError:
-            tids = [stat.pid]
-        for tid in tids:
-            try:
-                os.sched_setaffinity(tid, mask)
-                count += 1
-            except OSError:
-                pass
-    return count
+    return sum(pin_threads(stat.pid, mask) for stat in tree(root))
 
 
 def tree_affinity(root: int) -> list[int]:

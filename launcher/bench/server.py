@@ -91,8 +91,11 @@ def command(opts: ServeOptions, cpus: tuple[int, ...]) -> list[str]:
 
 
 def start(name: str, opts: ServeOptions, *, cpus: tuple[int, ...], workdir: str, tag: str,
-          timeout: float = 30.0) -> BenchServer:
-    """Start the server and wait (one deadline, watching the child) for its ready file."""
+          timeout: float = 30.0, require_http: bool = True) -> BenchServer:
+    """Start the server and wait (one deadline, watching the child) for its ready file.
+
+    ``require_http=False`` for a backend behind a front server (it may listen on a unix socket).
+    """
     ready_path = os.path.join(workdir, f"ready-{tag}.json")
     log_path = os.path.join(workdir, f"server-{tag}.log")
     opts = opts.replace(ready_file=ready_path)
@@ -117,7 +120,7 @@ def start(name: str, opts: ServeOptions, *, cpus: tuple[int, ...], workdir: str,
             handle.kill()
             raise StartError(f"{name} was not ready within {timeout:g}s:\n{log_tail(log_path)}")
         time.sleep(0.02)
-    if not handle.url.startswith("http://"):
+    if require_http and not handle.url.startswith("http://"):
         handle.kill()
         raise StartError(f"{name} reported no TCP address to load: {handle.ready.get('urls')}")
     return BenchServer(name, argv, log_path, handle)
