@@ -56,6 +56,7 @@ LAUNCHER_OPTIONS = frozenset(
         "user",
         "group",
         "umask",
+        "allow_root",
         "reload",
         "ready_file",
         "option",

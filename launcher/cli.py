@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 SECTIONS = {
     "server": "server",
+    "limits": "limits (the same names for every backend)",
     "http": "HTTP and proxies",
     "logging": "logging",
     "process": "process",

@@ -48,6 +48,7 @@ def run(opts: ServeOptions, *, app: Any = None) -> int:
 
     backend = registry.get(opts.backend)
     backend.check(opts)
+    refuse_root(opts)
     _prepare_process(opts)
     listeners = sockets.activation_listeners() if _use_activation(opts) else []
     if not listeners and backend.takes_sockets:
@@ -60,6 +61,29 @@ def run(opts: ServeOptions, *, app: Any = None) -> int:
         return serve_here(backend, opts, listeners, announce, app=app)
     finally:
         sockets.close_all(listeners)
+
+
+def refuse_root(opts: ServeOptions) -> None:
+    """Refuse to serve as root on a non-loopback address unless --user or --allow-root says so."""
+    if os.geteuid() != 0 or opts.user or opts.allow_root:
+        return
+    import ipaddress
+
+    for bind in opts.bind:
+        if bind.kind != "tcp":
+            continue
+        host = bind.host
+        if host == "localhost":
+            continue
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                continue
+        except ValueError:
+            pass
+        raise OptionError(
+            f"refusing to run as root on {bind}, an address others can reach: pass --user NAME to drop"
+            " privileges after binding (or --allow-root if you really mean it)"
+        )
 
 
 def _use_activation(opts: ServeOptions) -> bool:

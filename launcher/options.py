@@ -305,6 +305,16 @@ OPTIONS: tuple[Option, ...] = (
            metavar="SECONDS"),
     Option("max_requests", "int", 0, "restart a worker after this many requests (0: never)", minimum=0,
            metavar="N"),
+    Option("limit_request_line", "int", 8190, "longest request line in bytes (0: no limit)", minimum=0,
+           metavar="BYTES", section="limits"),
+    Option("limit_request_fields", "int", 100, "most header fields in a request (0: no limit)", minimum=0,
+           metavar="N", section="limits"),
+    Option("limit_request_field_size", "int", 8190, "longest header field in bytes (0: no limit)", minimum=0,
+           metavar="BYTES", section="limits"),
+    Option("limit_request_body", "int", 1073741824, "largest request body in bytes (0: no limit)", minimum=0,
+           metavar="BYTES", section="limits"),
+    Option("header_timeout", "float", 10.0, "seconds a client gets to send the request head (slow clients)",
+           minimum=0, metavar="SECONDS", section="limits"),
     Option("root_path", "str", "", "mount the app under this URL prefix (sets SCRIPT_NAME)", metavar="PREFIX",
            section="http"),
     Option("proxy_headers", "bool", False, "honour X-Forwarded-* from --forwarded-allow-ips peers only",
@@ -331,6 +341,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("umask", "octal", None, "umask for the server process (octal, e.g. 022)", metavar="MASK",
            section="process"),
     Option("reload", "bool", False, "restart when a source file changes (development)", section="process"),
+    Option("allow_root", "bool", False, "allow running as root on a non-loopback address without --user",
+           section="process"),
     Option("ready_file", "str", "", "write the bound addresses as JSON to this file once listening",
            metavar="PATH", section="process"),
     Option("option", "kv", {}, "backend-specific option, repeatable (see `serve backends`)", short="-o",
@@ -381,6 +393,11 @@ class ServeOptions:
         keepalive: float
         graceful_timeout: float
         max_requests: int
+        limit_request_line: int
+        limit_request_fields: int
+        limit_request_field_size: int
+        limit_request_body: int
+        header_timeout: float
         root_path: str
         proxy_headers: bool
         forwarded_allow_ips: tuple[str, ...]
@@ -395,6 +412,7 @@ class ServeOptions:
         user: str
         group: str
         umask: int | None
+        allow_root: bool
         reload: bool
         ready_file: str
         option: dict[str, Any]

@@ -128,3 +128,13 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for opt in OPTIONS:
         assert opt.flag in out
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the rule is about running as root")
+def test_root_on_a_public_address_needs_user_or_allow_root(fake_backend: type[FakeBackend], clean_env: None,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--backend", "fake", "-b", "0.0.0.0:0", "tests.unit.fakes:app"]) == 2
+    assert "refusing to run as root on 0.0.0.0:0" in capsys.readouterr().err
+    assert fake_backend.calls == []
+    assert main(["--backend", "fake", "-b", "0.0.0.0:0", "--allow-root", "tests.unit.fakes:app"]) == 0
+    assert main(["--backend", "fake", "-b", "127.0.0.1:0", "tests.unit.fakes:app"]) == 0
