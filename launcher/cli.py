@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "backends": ("launcher.cli", "list the backends: installed or not, version, protocol, pip extra"),
     "check": ("launcher.check", "import the app as the backend would and explain what is wrong"),
+    "bench": ("launcher.bench.cli", "compare backends on your app: throughput, latency, CPU, memory"),
+    "config": ("launcher.deploy.cli", "print a front-server or service config for the app"),
 }
 
 SECTIONS = {
@@ -210,10 +212,6 @@ def run_command(args: list[str]) -> int:
     from launcher import lifecycle, log
 
     log.configure(opts.log_level, opts.log_format)
-    if opts.reload:
-        from launcher.reload import start_reloader
-
-        start_reloader(opts, args)
     return lifecycle.run(opts)
 
 

@@ -129,8 +129,10 @@ def parse_spec(spec: str) -> AppSpec:
         # Spaces inside a path are legitimate ("My Projects/app.py"), around it they are a typo.
         if module_part != module_part.strip():
             raise _spec_error(spec, f"the file path '{module_part}' has spaces around it")
-        if not module_part.endswith(".py") or os.path.basename(module_part) == ".py":
-            raise _spec_error(spec, f"the file path '{module_part}' must name a .py file")
+        # .wsgi: mod_wsgi's script files (the Flask guide's yourapplication.wsgi) are Python too;
+        # written with a slash (./app.wsgi), since 'pkg.wsgi:app' is a module path.
+        if not module_part.endswith((".py", ".wsgi")) or os.path.basename(module_part) in (".py", ".wsgi"):
+            raise _spec_error(spec, f"the file path '{module_part}' must name a .py or .wsgi file")
     else:
         _check_module_name(spec, module_part)
 
@@ -329,7 +331,7 @@ def _load_file(spec: str, written_path: str, base: str) -> tuple[ModuleType, str
             part="module",
         )
     directory = os.path.dirname(path)
-    stem = os.path.basename(path)[:-3]
+    stem = os.path.splitext(os.path.basename(path))[0]
     name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in stem)
     if not name.isidentifier():
         name = "_" + name
@@ -352,7 +354,10 @@ def _load_file(spec: str, written_path: str, base: str) -> tuple[ModuleType, str
 
     import importlib.util
 
-    file_spec = importlib.util.spec_from_file_location(name, path)
+    from importlib.machinery import SourceFileLoader
+
+    # An explicit loader, so a file without the .py suffix (a .wsgi script) loads as source too.
+    file_spec = importlib.util.spec_from_file_location(name, path, loader=SourceFileLoader(name, path))
     if file_spec is None or file_spec.loader is None:
         raise AppImportError(
             f"cannot load {path} for app spec '{spec}': Python cannot import this file; "

@@ -54,8 +54,8 @@ def run(opts: ServeOptions, *, app: Any = None) -> int:
     if not listeners and backend.takes_sockets:
         listeners = sockets.bind_all(opts.bind, opts.backlog)
     try:
-        # --max-requests restarts a worker, so it needs a supervisor even with one worker.
-        if (opts.workers > 1 or opts.max_requests) and not backend.native_workers:
+        # --max-requests restarts a worker and --reload replaces workers: both need a supervisor.
+        if opts.reload or ((opts.workers > 1 or opts.max_requests) and not backend.native_workers):
             return Supervisor(type(backend), opts, listeners, app).run()
         announce = Announcer(opts, backend.name)
         return serve_here(backend, opts, listeners, announce, app=app)
@@ -311,13 +311,18 @@ class Supervisor:
         self.opts = opts
         self.listeners = listeners
         self.app = app
+        # A server with its own multi-process mode runs as one child that forks by itself.
+        self.slots = 1 if backend_cls.native_workers else opts.workers
         self.workers: dict[int, int] = {}  # pid -> slot
         self.ready_pids: set[int] = set()
+        self.retiring: set[int] = set()  # replaced on --reload, draining
+        self.failed_slots: set[int] = set()  # --reload: failed to boot, waiting for a change
         self.ever_ready = False
         self.stopping = False
         self.interrupts = 0
         self.exit_code = 0
         self.announce = Announcer(opts, backend_cls.name)
+        self.watcher: Any = None
 
     def run(self) -> int:
         import select
@@ -330,11 +335,13 @@ class Supervisor:
         old_wakeup = signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        watch_fd = self._start_watcher() if self.opts.reload else None
         try:
-            for slot in range(self.opts.workers):
+            for slot in range(self.slots):
                 self._spawn(slot)
             deadline = None
-            while self.workers:
+            # With --reload, no worker left (the app failed to start) means: wait for a change.
+            while self.workers or (self.opts.reload and not self.stopping):
                 timeout = 1.0
                 if self.stopping and deadline is None:
                     deadline = time.monotonic() + self.opts.graceful_timeout + FORCE_GRACE
@@ -344,20 +351,76 @@ class Supervisor:
                         self._kill_all(signal.SIGKILL)
                         self.exit_code = 1
                         deadline = time.monotonic() + 5
+                fds = [self.ready_r, wake_r] + ([watch_fd] if watch_fd is not None else [])
                 try:
-                    readable, _, _ = select.select([self.ready_r, wake_r], [], [], timeout)
+                    readable, _, _ = select.select(fds, [], [], timeout)
                 except InterruptedError:
                     readable = []
                 if wake_r in readable:
                     _drain_fd(wake_r)
                 if self.ready_r in readable:
                     self._read_ready()
+                if watch_fd is not None and watch_fd in readable:
+                    self._on_changes()
                 self._reap()
             return self.exit_code
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for fd in (self.ready_r, self.ready_w, wake_r, wake_w):
                 os.close(fd)
+            if self.watcher is not None:
+                self.watcher.kill()
+                self.watcher.wait()
+
+    # -- --reload
+
+    def _start_watcher(self) -> int:
+        import subprocess
+
+        from launcher.reload import watch_dirs, watcher_command
+
+        self.watcher = subprocess.Popen(watcher_command(self.opts), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self.watcher.stdout is not None
+        fd: int = self.watcher.stdout.fileno()
+        # Workers start once the watcher watches: a change made right after start is not missed.
+        first = self.watcher.stdout.readline()
+        if not first:
+            raise OptionError("--reload: the file watcher did not start (is watchfiles installed?)")
+        os.set_blocking(fd, False)
+        self._watch_buffer = b""
+        logger.info("reloading on changes under %s", ", ".join(watch_dirs(self.opts)))
+        return fd
+
+    def _on_changes(self) -> None:
+        assert self.watcher is not None and self.watcher.stdout is not None
+        try:
+            chunk = os.read(self.watcher.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not chunk:  # the watcher died: keep serving, without reloading
+            logger.warning("the file watcher stopped: no more reloading")
+            self.watcher = None
+            return
+        self._watch_buffer += chunk
+        *lines, self._watch_buffer = self._watch_buffer.split(b"\n")
+        changed = [path for line in lines if line.strip() for path in json.loads(line)]
+        if not changed or self.stopping:
+            return
+        shown = ", ".join(os.path.relpath(p) for p in changed[:3]) + (" ..." if len(changed) > 3 else "")
+        logger.info("%s changed: reloading", shown)
+        # The socket is shared: new workers start now, the old ones drain beside them.
+        old = set(self.workers) - self.retiring
+        self.retiring |= old
+        for pid in old:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.failed_slots.clear()
+        self.ever_ready = False
+        self.announce.called = False
+        for slot in range(self.slots):
+            self._spawn(slot)
 
     # -- signals (the handler only records; the loop acts)
 
@@ -417,11 +480,17 @@ class Supervisor:
             os._exit(code)
 
     def _worker_main(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+        for sig in (signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        # Until serve_here installs the draining handler, a stop finds nothing to drain: leave cleanly
+        # (the default action would count as a crash).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: os._exit(0))
         signal.set_wakeup_fd(-1)
         os.close(self.ready_r)
-        _die_with_parent(self.pid)
+        if self.watcher is not None and self.watcher.stdout is not None:
+            self.watcher.stdout.close()
+        die_with_parent(self.pid)
         backend = self.backend_cls()
         backend.check(self.opts)
         ready_w = self.ready_w
@@ -446,7 +515,7 @@ class Supervisor:
             return
         for line in data.split():
             self.ready_pids.add(int(line))
-        if not self.ever_ready and len(self.ready_pids & set(self.workers)) >= self.opts.workers:
+        if not self.ever_ready and len(self.ready_pids & (set(self.workers) - self.retiring)) >= self.slots:
             self.ever_ready = True
             self.announce(self.listeners)
 
@@ -464,6 +533,13 @@ class Supervisor:
             was_ready = pid in self.ready_pids
             self.ready_pids.discard(pid)
             code = os.waitstatus_to_exitcode(status)
+            if pid in self.retiring:
+                self.retiring.discard(pid)
+                continue
+            if self.opts.reload and not self.stopping and not was_ready:
+                logger.error("the app did not start (exit code %s): waiting for a file to change", code)
+                self.failed_slots.add(slot)
+                continue
             if self.stopping:
                 if code != 0 and self.exit_code == 0:
                     self.exit_code = 1
@@ -490,8 +566,8 @@ def _drain_fd(fd: int) -> None:
         pass
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGTERM this worker when the supervisor dies, even by SIGKILL."""
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this process when its parent (``parent``) dies, even by SIGKILL."""
     try:
         import ctypes
 

@@ -341,6 +341,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("umask", "octal", None, "umask for the server process (octal, e.g. 022)", metavar="MASK",
            section="process"),
     Option("reload", "bool", False, "restart when a source file changes (development)", section="process"),
+    Option("reload_dir", "list", (), "with --reload: also watch the files under these directories (default: the"
+           " working directory)", metavar="DIRS", section="process"),
+    Option("reload_include", "list", (), "with --reload: file patterns to watch besides *.py and *.wsgi",
+           metavar="PATTERNS", section="process"),
+    Option("reload_exclude", "list", (), "with --reload: file or path patterns to leave alone", metavar="PATTERNS",
+           section="process"),
     Option("allow_root", "bool", False, "allow running as root on a non-loopback address without --user",
            section="process"),
     Option("ready_file", "str", "", "write the bound addresses as JSON to this file once listening",
@@ -414,6 +420,9 @@ class ServeOptions:
         umask: int | None
         allow_root: bool
         reload: bool
+        reload_dir: tuple[str, ...]
+        reload_include: tuple[str, ...]
+        reload_exclude: tuple[str, ...]
         ready_file: str
         option: dict[str, Any]
         app: Any

@@ -137,7 +137,7 @@ def test_parse_spec_forms(spec: str, expected: AppSpec) -> None:
         ("mod:None", "'None' must be a name optionally followed by ONE call"),
         (".rel:app", "relative module names"),
         ("my-mod:app", "not a valid dotted module name"),
-        ("dir/app:app", "must name a .py file"),
+        ("dir/app:app", "must name a .py or .wsgi file"),
         ("mod:f(a=1, a=2)", "keyword argument 'a' is given twice"),
         ("mod:create_app(\n)", "several lines"),
     ],
@@ -742,3 +742,13 @@ def test_importing_the_importer_stays_cheap() -> None:
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == []
+
+
+def test_wsgi_script_file_loads_like_mod_wsgi(tmp_path: Path) -> None:
+    # The Flask guide's yourapplication.wsgi: a Python file without the .py suffix, `application` in it.
+    (tmp_path / "yourapplication.wsgi").write_text(
+        "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'wsgi']\n"
+    )
+    app = import_app("./yourapplication.wsgi", cwd=str(tmp_path))
+    assert app.__name__ == "application"
+    sys.modules.pop("yourapplication", None)

@@ -114,7 +114,7 @@ def test_core_and_help_import_no_server_library(code: str) -> None:
     probe = (
         f"{code}\nimport sys\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in {'waitress','gunicorn','gevent','tornado','twisted',"
-        "'flup','werkzeug','flask','uwsgi','mod_wsgi','rich','matplotlib','hupper','typing','dataclasses'}]\n"
+        "'flup','werkzeug','flask','uwsgi','mod_wsgi','rich','matplotlib','watchfiles','typing','dataclasses'}]\n"
         "print('HEAVY', heavy, file=sys.stderr)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=30)
