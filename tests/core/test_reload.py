@@ -27,7 +27,7 @@ class Reloading:
 
     def __init__(self, workdir: Path, spec: str, *extra: str) -> None:
         self.sock = workdir / "s.sock"
-        self.log = open(workdir / "serve.log", "wb")  # noqa: SIM115
+        self.log = open(workdir / "serve.log", "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERVE_")}
         env["PYTHONPATH"] = str(REPO)
         self.proc = subprocess.Popen(
