@@ -2,7 +2,7 @@
 
 The generator must not be the bottleneck, so it is measured too: its own CPU seconds (from
 ``wait4``'s resource usage of exactly its processes) against wall time.  Above
-:data:`SATURATED` of the CPUs it may use, the figure is the generator's limit, not the server's,
+:data:`launcher.bench.flags.SATURATED` of the CPUs it may use, the figure is the generator's limit, not the server's,
 and the run carries a warning.
 """
 
@@ -22,8 +22,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-#: Generator CPU use (fraction of the CPUs it may use) above which a run is flagged.
-SATURATED = 0.90
 ERROR_KINDS = ("connect", "read", "write", "timeout", "status")
 
 
@@ -83,11 +81,8 @@ class LoadResult:
         """Generator CPU seconds / (wall seconds x threads it runs): 1.0 is flat out."""
         return self.cpu_s / (self.wall_s * self.threads) if self.wall_s > 0 and self.threads else 0.0
 
-    @property
-    def saturated(self) -> bool:
-        return self.cpu_ratio > SATURATED
-
     def as_dict(self) -> dict[str, Any]:
+        """The figures as recorded per round in the results."""
         return {
             "generator": self.generator,
             "argv": self.argv,
@@ -173,10 +168,10 @@ def _run_python(spec: LoadSpec, workdir: str) -> LoadResult:
     commands, procs, outputs = [], [], []
     start = time.monotonic()
     for index, share in enumerate(shares):
-        command = pinning.prefix(spec.cpus) + [
-            sys.executable, "-m", "launcher.bench.pyload", spec.url, "--connections", str(share),
-            "--duration", str(spec.duration), "--method", spec.method, "--body-size", str(spec.body_size),
-            "--timeout", str(spec.timeout)]
+        command = [
+            *pinning.prefix(spec.cpus), sys.executable, "-m", "launcher.bench.pyload", spec.url,
+            "--connections", str(share), "--duration", str(spec.duration), "--method", spec.method,
+            "--body-size", str(spec.body_size), "--timeout", str(spec.timeout)]
         path = os.path.join(workdir, f"pyload-{index}.out")
         with open(path, "wb") as out:
             procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))

@@ -25,6 +25,7 @@ class Pinning:
 
     @property
     def enabled(self) -> bool:
+        """True when server and generator have CPUs of their own."""
         return bool(self.server)
 
     def generator_cpu_count(self) -> int:
@@ -34,6 +35,7 @@ class Pinning:
         return max(1, len(available_cpus()) // 2)
 
     def as_dict(self) -> dict[str, object]:
+        """The split as recorded in the results."""
         return {"server_cpus": list(self.server), "generator_cpus": list(self.generator), "note": self.note}
 
 

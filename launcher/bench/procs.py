@@ -127,6 +127,7 @@ class MemorySampler:
                 return
 
     def sample(self) -> None:
+        """Take one reading now."""
         reading = read_tree(*self.roots)
         self.samples += 1
         self.peak_bytes = max(self.peak_bytes, reading.rss_bytes)

@@ -122,6 +122,7 @@ def run(url: str, *, connections: int, duration: float, method: str = "GET", bod
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m launcher.bench.pyload``: run, print one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m launcher.bench.pyload", description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--connections", type=int, default=10)

@@ -49,9 +49,11 @@ class BenchServer:
         return self.handle.url
 
     def alive(self) -> bool:
+        """True while the server's main process runs."""
         return self.handle.poll() is None
 
     def log_tail(self, lines: int = 15) -> str:
+        """The end of the server's own output."""
         return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 15.0) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def log_tail(path: str, lines: int = 15) -> str:
 
 def command(opts: ServeOptions, cpus: tuple[int, ...]) -> list[str]:
     """The server's argv: ``[taskset -c CPUS] python -m launcher run <options> APP``."""
-    return pinning.prefix(cpus) + [sys.executable, "-m", "launcher", "run", *opts.to_argv()]
+    return [*pinning.prefix(cpus), sys.executable, "-m", "launcher", "run", *opts.to_argv()]
 
 
 def start(name: str, opts: ServeOptions, *, cpus: tuple[int, ...], workdir: str, tag: str,
@@ -104,6 +106,18 @@ def start(name: str, opts: ServeOptions, *, cpus: tuple[int, ...], workdir: str,
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     handle = Server(proc.pid, {}, proc)
+    try:
+        _wait_ready(name, handle, ready_path, log_path, timeout)
+    except BaseException:  # not ready, or Ctrl-C while waiting: never leave it running
+        handle.kill()
+        raise
+    if require_http and not handle.url.startswith("http://"):
+        handle.kill()
+        raise StartError(f"{name} reported no TCP address to load: {handle.ready.get('urls')}")
+    return BenchServer(name, argv, log_path, handle)
+
+
+def _wait_ready(name: str, handle: Server, ready_path: str, log_path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         code = handle.poll()
@@ -113,17 +127,12 @@ def start(name: str, opts: ServeOptions, *, cpus: tuple[int, ...], workdir: str,
             try:
                 with open(ready_path, encoding="utf-8") as fh:
                     handle.ready = json.load(fh)
-                break
+                return
             except ValueError:
                 pass  # caught mid-write: read again
         if time.monotonic() > deadline:
-            handle.kill()
             raise StartError(f"{name} was not ready within {timeout:g}s:\n{log_tail(log_path)}")
         time.sleep(0.02)
-    if require_http and not handle.url.startswith("http://"):
-        handle.kill()
-        raise StartError(f"{name} reported no TCP address to load: {handle.ready.get('urls')}")
-    return BenchServer(name, argv, log_path, handle)
 
 
 def verify(url: str, path: str, *, method: str = "GET", body: bytes = b"", expect: str = "",

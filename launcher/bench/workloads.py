@@ -41,7 +41,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("hello", "plaintext 'Hello, World!'", expect="exact:Hello, World!"),
         Workload("json", "a small JSON object"),
         Workload("large", "a 100 KB response", expect=f"size:{100 * 1024}"),
-        Workload("echo", "POST 64 KB, echoed back", method="POST", body_size=64 * 1024, expect="echo"),
+        Workload("echo", "a 64 KB request body, echoed back", method="POST", body_size=64 * 1024, expect="echo"),
         Workload("sleep", "10 ms time.sleep (I/O-bound)"),
         Workload("cpu", "about 1 ms of pure-Python CPU"),
     )
