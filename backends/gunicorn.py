@@ -1,0 +1,899 @@
+"""gunicorn: the pre-fork server, embedded through ``gunicorn.app.base.BaseApplication``.
+
+Mapped (common option -> gunicorn setting): --workers -> workers (gunicorn's arbiter forks them),
+--threads -> threads, --connections -> worker_connections, --timeout -> timeout, --graceful-timeout
+-> graceful_timeout, --keepalive -> keepalive, --max-requests -> max_requests, --backlog -> backlog,
+--limit-request-line/-fields/-field-size -> limit_request_line/_fields/_field_size (values
+gunicorn's parser would clamp are refused), --log-level -> loglevel (--log-format json puts
+gunicorn's own lines in the launcher's JSON).  gunicorn's timeouts are whole seconds, so a
+fractional one is rounded up (the arbiter's own stop deadline uses the exact --graceful-timeout).
+--timeout keeps gunicorn's meaning: a worker that has not reported for that long is killed and
+replaced, which with the sync worker is a request running that long (gthread and gevent workers
+report while requests run).
+
+``-o NAME=VALUE`` reaches any other gunicorn setting by its own name (``-o worker_class=gevent``,
+``-o max_requests_jitter=50``, ``-o preload_app=true``...), checked by gunicorn's own validators; a
+typo names the closest setting, and the settings the launcher owns name the common option to use
+instead.  umask, user and group are applied by the launcher before serve(); gunicorn is told the
+current ones so it does not switch again.
+
+Worker class: gunicorn's rule, ``sync`` with more than one thread is ``gthread``, so the launcher's
+default of 4 threads runs gthread.  An explicit ``-o worker_class=sync`` gets the real sync worker
+(one thread), and a --threads the chosen class cannot use (sync, gevent, tornado) is an error, not
+silently dropped.
+
+Traps handled, and why:
+
+* Sockets.  The launcher binds; gunicorn gets ``bind = ["fd://N"]`` with a dup of each listener,
+  because gunicorn closes the fd it is given.  It would also unlink unix socket paths on exit: the
+  arbiter here closes its sockets without unlinking, the launcher removes the files it created.
+  LISTEN_FDS/LISTEN_PID are dropped so gunicorn's own systemd activation cannot add sockets.
+* The control socket.  gunicorn >= 25.1 opens ``$XDG_RUNTIME_DIR/gunicorn.ctl`` or
+  ``~/.gunicorn/gunicorn.ctl``, one path shared by every instance of the user, so two servers
+  answer each other's ``gunicornc``: it is off (``-o control_socket=PATH`` turns it on at PATH).
+  The dirty-arbiter pid file is named after the process name, so that name is made per instance.
+* Proxy headers are the launcher's middleware: gunicorn's forwarded_allow_ips is emptied and its
+  secure_scheme_headers / forwarder_headers too, since gunicorn trusts every unix-socket peer
+  whatever forwarded_allow_ips says (X-Forwarded-Proto would rewrite wsgi.url_scheme, a
+  ``SCRIPT_NAME`` header the mount point).  No gunicorn access log: --access-log is the launcher's.
+  gunicorn also takes SCRIPT_NAME from the process environment: it is removed.
+* Import order.  The app is imported by each worker after fork (``load_in_workers``), so a gevent
+  worker has patched before the app is imported.  ``-o preload_app=true`` imports it once in the
+  arbiter instead, which with gevent imports before patching and silently serialises requests:
+  that combination is refused.
+* Readiness.  ``when_ready`` runs in the arbiter before any worker has imported the app, so the
+  ready file would precede a failing import.  Each worker reports from ``post_worker_init`` (app
+  imported, about to accept) through a pipe; the arbiter announces once every initial worker has,
+  and gunicorn's own early ``READY=1`` to systemd is suppressed until then.
+* Signals.  gunicorn treats SIGINT as a quick shutdown that drops in-flight requests; here the
+  first SIGINT drains like SIGTERM (workers ignore SIGINT, so Ctrl-C to the process group drains
+  too) and a second one kills the workers and exits 130 at once.  SIGUSR2 (re-exec of the
+  command line) cannot work under the launcher and is ignored with a warning; SIGHUP reloads
+  (fresh workers re-import the app), SIGTTIN/SIGTTOU change the worker count as in gunicorn.
+* Stop accepting.  gunicorn's gevent worker looks at its stop flag once a second and serves new
+  connections until then: its servers are closed as soon as the flag drops.  (The sync worker
+  has no keep-alive and takes one request at a time: connections still waiting in the listen
+  backlog at SIGTERM are not in flight and are reset, as with gunicorn itself.)
+* Cut-off requests.  gunicorn exits 0 even when its graceful timeout killed workers with requests
+  in flight.  Each worker publishes its count of running requests in a shared memory slot (a
+  request counts until its response iterable is closed; one ended by a kill stays counted), and the
+  arbiter adds up the slots of the workers it was stopping once they are gone: ``cut_off``.
+* Forked children.  gunicorn forks its workers from deep inside ``Arbiter.run`` and they leave with
+  ``sys.exit``, which would unwind into the launcher and run its clean-up in the worker (removing
+  the unix socket file the arbiter still serves on): a child ends with ``os._exit`` in serve().
+* Failures.  The arbiter ends with ``sys.exit``: serve() catches it.  An app that fails to import
+  in the workers halts gunicorn (APP_LOAD_ERROR, no respawn loop); the worker prints the user's own
+  traceback if any and hands the importer's message to the arbiter, which raises it as
+  :class:`~launcher.errors.AppImportError`, printed once by the CLI (exit code 4).  (With several
+  workers failing, gunicorn's own stop would halt again mid-halt with a traceback: not here.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+
+from backends.base import Backend
+from launcher.errors import AppImportError, LauncherError, OptionError, ServerError
+from launcher.options import closest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any, NoReturn
+
+    from backends.base import Ready, WSGIApp
+    from launcher.options import ServeOptions
+    from launcher.sockets import Listener
+
+#: gunicorn settings the launcher sets from its common options: the option to use instead.
+OWNED = {
+    "bind": "--bind",
+    "backlog": "--backlog",
+    "workers": "--workers",
+    "threads": "--threads",
+    "worker_connections": "--connections",
+    "timeout": "--timeout",
+    "graceful_timeout": "--graceful-timeout",
+    "keepalive": "--keepalive",
+    "max_requests": "--max-requests",
+    "limit_request_line": "--limit-request-line",
+    "limit_request_fields": "--limit-request-fields",
+    "limit_request_field_size": "--limit-request-field-size",
+    "user": "--user",
+    "group": "--group",
+    "initgroups": "--user and --group",
+    "umask": "--umask",
+    "chdir": "--chdir",
+    "pythonpath": "--pythonpath",
+    "reload": "--reload",
+    "reload_engine": "--reload",
+    "reload_extra_files": "--reload",
+    "loglevel": "--log-level",
+    "accesslog": "--access-log",
+    "access_log_format": "--access-log-format",
+    "disable_redirect_access_to_syslog": "--access-log",
+    "forwarded_allow_ips": "--forwarded-allow-ips (with --proxy-headers)",
+    "secure_scheme_headers": "--proxy-headers",
+    "forwarder_headers": "--proxy-headers",
+    "root_path": "--root-path",
+}
+
+#: gunicorn settings that cannot work when gunicorn is embedded by the launcher, and why.
+REFUSED = {
+    "config": "the launcher reads serve.toml or [tool.serve], not gunicorn.conf.py",
+    "wsgi_app": "the app is the APP argument of serve",
+    "paste": "the app is the APP argument of serve",
+    "raw_paste_global_conf": "the app is the APP argument of serve",
+    "daemon": "run serve in the foreground under a process manager",
+    "check_config": "use `serve check`",
+    "print_config": "gunicorn's command line only",
+    "spew": "gunicorn's command line only",
+    "reuse_port": "the launcher binds the sockets once and hands them to gunicorn",
+    "control_socket_disable": "the control socket is off already; -o control_socket=PATH turns it on at PATH",
+    "protocol": "this backend speaks HTTP; use --backend uwsgi for the uwsgi protocol",
+    "uwsgi_allow_ips": "this backend speaks HTTP; use --backend uwsgi for the uwsgi protocol",
+    "asgi_loop": "ASGI only; the launcher serves WSGI apps",
+    "asgi_lifespan": "ASGI only; the launcher serves WSGI apps",
+    "asgi_disconnect_grace_period": "ASGI only; the launcher serves WSGI apps",
+    "websocket_max_message_size": "ASGI only; the launcher serves WSGI apps",
+}
+
+#: The sync worker: one request at a time per process, so one thread.
+SYNC_CLASSES = frozenset({"sync", "gunicorn.workers.sync.SyncWorker"})
+#: The threaded worker: --threads requests at a time per process.
+THREAD_CLASSES = frozenset({"gthread", "gunicorn.workers.gthread.ThreadWorker"})
+#: Built-in worker classes --threads means nothing to, and the library each needs.
+NO_THREAD_CLASSES = {
+    "gevent": "gevent",
+    "gevent_wsgi": "gevent",
+    "gevent_pywsgi": "gevent",
+    "gunicorn.workers.ggevent.GeventWorker": "gevent",
+    "gunicorn.workers.ggevent.GeventPyWSGIWorker": "gevent",
+    "tornado": "tornado",
+    "gunicorn.workers.gtornado.TornadoWorker": "tornado",
+}
+ASGI_CLASSES = frozenset({"asgi", "gunicorn.workers.gasgi.ASGIWorker"})
+
+#: The most gunicorn's parser allows (gunicorn.http.message): larger values are clamped.
+MAX_REQUEST_LINE = 8190
+MAX_HEADERS = 32768
+MAX_FIELD_SIZE = 8190
+#: Exit codes of gunicorn's arbiter (gunicorn.arbiter.Arbiter).
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+#: Shared-memory slots, one per live worker, holding its count of running requests.
+SLOTS = 1024
+SLOT_SIZE = 8
+
+
+def _whole_seconds(seconds: float) -> int:
+    """gunicorn's timeouts are whole seconds: round up, so 0.5 s does not become "off" (0)."""
+    return math.ceil(seconds)
+
+
+def _is_gevent(worker_class: str, cfg: Any) -> bool:
+    """Whether the worker class is gunicorn's gevent worker or a subclass of it."""
+    if worker_class in NO_THREAD_CLASSES:
+        return NO_THREAD_CLASSES[worker_class] == "gevent"
+    if "." not in worker_class:
+        return False
+    return any(klass.__module__ == "gunicorn.workers.ggevent" for klass in cfg.worker_class.__mro__)
+
+
+class GunicornBackend(Backend):
+    name = "gunicorn"
+    extra = "gunicorn"
+    protocol = "http"
+    library = "gunicorn"
+    distribution = "gunicorn"
+    min_version = "23.0.0"
+    supports = frozenset({
+        "threads", "connections", "timeout", "keepalive",
+        "limit_request_line", "limit_request_fields", "limit_request_field_size",
+    })
+    native_workers = True
+    drains_itself = True
+    launcher_signals = False
+    load_in_workers = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._arbiter: Any = None
+
+    # ------------------------------------------------------------------ options
+
+    def parse_backend_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Check each ``-o`` key and value with gunicorn's own setting and validator.
+
+        Returns the values as given (gunicorn's validators are not all idempotent), so they are
+        set on the real config as they were checked.
+        """
+        from gunicorn.config import make_settings
+
+        known = make_settings()
+        parsed: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in OWNED:
+                raise OptionError(f"-o {key}: set it with {OWNED[key]}, the launcher's common option")
+            if key in REFUSED:
+                raise OptionError(f"-o {key}: not available when the launcher runs gunicorn: {REFUSED[key]}")
+            setting = known.get(key)
+            if setting is None:
+                raise OptionError(f"-o {key}: not a gunicorn setting{closest(key, known)}")
+            value = _friendly_value(setting, value)
+            try:
+                setting.set(value)
+            except Exception as exc:  # gunicorn's validators raise ValueError, TypeError, ConfigError...
+                raise OptionError(f"-o {key}={value}: {exc}") from None
+            parsed[key] = value
+        return parsed
+
+    def check(self, opts: ServeOptions) -> None:
+        super().check(opts)
+        # gunicorn's parser clamps its limits: a value it would silently change is an error.
+        if opts.limit_request_line > MAX_REQUEST_LINE:
+            raise OptionError(f"--limit-request-line {opts.limit_request_line}: gunicorn allows at most"
+                              f" {MAX_REQUEST_LINE} (0: no limit)")
+        if opts.limit_request_fields > MAX_HEADERS:
+            raise OptionError(f"--limit-request-fields {opts.limit_request_fields}: gunicorn allows at most"
+                              f" {MAX_HEADERS}")
+        if opts.is_set("limit_request_field_size") and opts.limit_request_field_size == 0:
+            raise OptionError("--limit-request-field-size 0: gunicorn cannot lift this limit (it would use"
+                              f" {MAX_FIELD_SIZE}); give a size in bytes")
+        self.build_config(opts)  # contradictions between options are errors before anything starts
+
+    def settings(self, opts: ServeOptions, binds: list[str] | None = None) -> dict[str, Any]:
+        """Every gunicorn setting this backend sets, by gunicorn's name (values as its validators take)."""
+        worker_class, threads = self._worker_class(opts)
+        settings: dict[str, Any] = {
+            "workers": opts.workers,
+            "threads": threads,
+            "worker_connections": opts.connections,
+            "backlog": opts.backlog,
+            "timeout": _whole_seconds(opts.timeout),
+            "graceful_timeout": _whole_seconds(opts.graceful_timeout),
+            "keepalive": _whole_seconds(opts.keepalive),
+            "max_requests": opts.max_requests,
+            "limit_request_line": opts.limit_request_line,
+            # 0 ("no limit") is gunicorn's own most, 32768 fields
+            "limit_request_fields": opts.limit_request_fields or MAX_HEADERS,
+            "limit_request_field_size": opts.limit_request_field_size or MAX_FIELD_SIZE,
+            # The launcher already switched user and group: gunicorn must not try again (its
+            # defaults were read when gunicorn.config was imported, maybe still as root).
+            "user": os.geteuid(),
+            "group": os.getegid(),
+            # Proxy headers and the access log are the launcher's middleware.
+            "forwarded_allow_ips": "",
+            "secure_scheme_headers": {},
+            "forwarder_headers": "",
+            "accesslog": None,
+            "loglevel": opts.log_level,
+            # One control socket per user is shared by every instance: none by default.
+            "control_socket_disable": "control_socket" not in self.backend_options,
+            # The dirty arbiter's pid file is named after it, in the shared temp dir.
+            "default_proc_name": f"serve-gunicorn-{os.getpid()}",
+        }
+        if worker_class is not None:
+            settings["worker_class"] = worker_class
+        if binds is not None:
+            settings["bind"] = binds
+        settings.update(self.backend_options)
+        return settings
+
+    def _worker_class(self, opts: ServeOptions) -> tuple[str | None, int]:
+        """The worker class to ask for (None: gunicorn's rule) and the thread count it gets."""
+        raw = self.backend_options.get("worker_class")
+        threads = opts.threads
+        if raw is None:
+            return None, threads  # sync, or gthread with more than one thread: gunicorn's rule
+        worker_class = str(raw).strip()
+        explicit = opts.is_set("threads") and threads > 1
+        if worker_class in ASGI_CLASSES:
+            raise OptionError(f"-o worker_class={worker_class} runs ASGI apps; the launcher serves WSGI apps")
+        if worker_class in SYNC_CLASSES:
+            if explicit:
+                raise OptionError(
+                    f"-o worker_class=sync runs one request at a time per worker; --threads {threads} needs"
+                    " gthread: drop -o worker_class=sync (or use -o worker_class=gthread)"
+                )
+            return worker_class, 1
+        if worker_class in THREAD_CLASSES:
+            return worker_class, threads
+        library = NO_THREAD_CLASSES.get(worker_class)
+        if library is not None:
+            if explicit:
+                raise OptionError(
+                    f"-o worker_class={worker_class} does not use threads; remove --threads {threads}"
+                    " (--connections sets how many requests one worker serves at once)"
+                )
+            import importlib.util
+
+            if importlib.util.find_spec(library) is None:
+                raise OptionError(f"-o worker_class={worker_class} needs {library}: pip install {library}")
+            return worker_class, 1
+        self._load_worker_class(worker_class)
+        return worker_class, threads
+
+    @staticmethod
+    def _load_worker_class(worker_class: str) -> None:
+        from gunicorn import util
+        from gunicorn.workers import SUPPORTED_WORKERS
+
+        try:
+            util.load_class(worker_class)
+        except (RuntimeError, ImportError) as exc:
+            hint = closest(worker_class, SUPPORTED_WORKERS) if "." not in worker_class else ""
+            detail = "" if "." not in worker_class else f" ({str(exc).strip().splitlines()[-1]})"
+            raise OptionError(
+                f"-o worker_class={worker_class}: not a gunicorn worker class{hint}{detail}; use one of "
+                f"{', '.join(sorted(set(SUPPORTED_WORKERS) - ASGI_CLASSES))} or a module.Class path"
+            ) from None
+
+    def build_config(self, opts: ServeOptions, binds: list[str] | None = None) -> Any:
+        """The ``gunicorn.config.Config`` this backend runs with (``binds``: ``fd://N`` addresses)."""
+        from gunicorn.config import Config
+
+        cfg = Config()
+        for key, value in self.settings(opts, binds).items():
+            if key not in cfg.settings:
+                continue  # an older gunicorn without this setting (the control socket came in 25.1)
+            try:
+                cfg.set(key, value)
+            except Exception as exc:
+                raise OptionError(f"gunicorn setting {key}={value!r}: {exc}") from None
+        try:
+            cfg.validate()
+        except Exception as exc:
+            raise OptionError(f"gunicorn: {exc}") from None
+        if cfg.preload_app and _is_gevent(cfg.worker_class_str, cfg):
+            raise OptionError(
+                f"-o preload_app=true with -o worker_class={cfg.worker_class_str} imports the app before gevent"
+                " patches, so requests silently run one at a time: drop one of them"
+            )
+        return cfg
+
+    # ------------------------------------------------------------------ running
+
+    def serve(self, app: WSGIApp, opts: ServeOptions, listeners: list[Listener], ready: Ready) -> None:
+        arbiter_cls, application_cls = _gunicorn_classes()
+        # gunicorn would take sockets from systemd activation on top of ours, and apply a
+        # SCRIPT_NAME from the environment to every request.
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "SCRIPT_NAME"):
+            os.environ.pop(key, None)
+        # gunicorn closes the fd it is given: give it a duplicate, the launcher keeps its own.
+        fds = [os.dup(listener.sock.fileno()) for listener in listeners]
+        runtime = _Runtime(self, opts, [f"fd://{fd}" for fd in fds], app, lambda: ready(listeners))
+        # gunicorn tells systemd READY=1 before any worker has imported the app: hide the socket.
+        runtime.notify_socket = os.environ.pop("NOTIFY_SOCKET", None)
+        try:
+            application = application_cls(runtime)
+            arbiter = arbiter_cls(application)
+            self._arbiter = arbiter
+            try:
+                arbiter.run()
+                code: Any = 0
+            except BaseException as exc:
+                if os.getpid() != runtime.master_pid:
+                    _leave_worker(exc)  # a forked worker unwinding: never run the launcher's clean-up
+                if isinstance(exc, _SecondInterrupt):
+                    raise KeyboardInterrupt from None  # the CLI exits 130, as on a second SIGINT elsewhere
+                if not isinstance(exc, SystemExit):
+                    raise
+                code = exc.code
+        finally:
+            self._arbiter = None
+            if not runtime.fds_taken:
+                for fd in fds:  # gunicorn failed before taking (and closing) them
+                    os.close(fd)
+            runtime.poll_messages()
+            runtime.close()
+        self._raise_for_exit(code, runtime)
+
+    def _raise_for_exit(self, code: Any, runtime: _Runtime) -> None:
+        if code in (0, None):
+            return
+        if runtime.load_error is not None:
+            raise runtime.load_error
+        if code == APP_LOAD_ERROR:
+            raise ServerError("gunicorn stopped: the app failed to load in a worker (see the messages above)")
+        if code == WORKER_BOOT_ERROR:
+            raise ServerError("gunicorn stopped: a worker failed to boot (see the messages above)")
+        raise ServerError(f"gunicorn stopped with exit code {code} (see the messages above)")
+
+    def stop(self, timeout: float) -> None:
+        """Graceful stop from Python: the arbiter drains on SIGTERM by itself."""
+        if self._arbiter is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _leave_worker(exc: BaseException) -> NoReturn:
+    """End a worker (or gunicorn's dirty arbiter) whose ``sys.exit`` unwound into serve().
+
+    gunicorn forks from deep inside ``Arbiter.run`` and its children leave with ``sys.exit``.
+    Letting that propagate would run the launcher's clean-up in the child: removing the unix
+    socket file the arbiter still serves on, logging "stopped".  Exit as gunicorn's own command
+    would, minus that: flush, run the atexit functions, leave.
+    """
+    import atexit
+
+    code = exc.code if isinstance(exc, SystemExit) else 1
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def _friendly_value(setting: Any, value: Any) -> Any:
+    """Accept the launcher's spellings for gunicorn's booleans and JSON for its dictionaries."""
+    from gunicorn import config
+
+    if not isinstance(value, str):
+        return value
+    if setting.validator is config.validate_bool:
+        low = value.strip().lower()
+        if low in ("1", "yes", "on", "true"):
+            return "true"
+        if low in ("0", "no", "off", "false"):
+            return "false"
+    if setting.validator is config.validate_dict and value.strip().startswith("{"):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+class _SecondInterrupt(BaseException):
+    """A second SIGINT during the drain: leave the arbiter at once (not an Exception, which
+    gunicorn's main loop would catch)."""
+
+
+class _Runtime:
+    """What the arbiter and its workers share: the worker -> arbiter pipe and the slots."""
+
+    def __init__(self, backend: GunicornBackend, opts: ServeOptions, binds: list[str], loader: Any,
+                 announce: Callable[[], None]) -> None:
+        import mmap
+
+        self.backend = backend
+        self.opts = opts
+        self.binds = binds
+        self.loader = loader
+        self.announce = announce
+        self.master_pid = os.getpid()
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)  # a worker never waits on the arbiter
+        self.slots: mmap.mmap = mmap.mmap(-1, SLOTS * SLOT_SIZE)  # anonymous and shared across fork
+        self.slot = -1  # this process's slot (set in the arbiter just before each fork)
+        self.ready_pids: set[int] = set()
+        self.announced = False
+        self.load_error: LauncherError | None = None
+        #: systemd's NOTIFY_SOCKET, hidden from gunicorn's start() (put back right after it)
+        self.notify_socket: str | None = None
+        #: gunicorn made its listeners from the fd:// duplicates (and closed those numbers)
+        self.fds_taken = False
+        self._buffer = b""
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.slots.close()
+
+    # -- slots: each worker writes its own, the arbiter reads
+
+    def read_slot(self, slot: int) -> int:
+        if not 0 <= slot < SLOTS:
+            return 0
+        return int.from_bytes(self.slots[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE], sys.byteorder, signed=True)
+
+    def write_slot(self, slot: int, value: int) -> None:
+        if 0 <= slot < SLOTS:
+            self.slots[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE] = value.to_bytes(SLOT_SIZE, sys.byteorder, signed=True)
+
+    # -- messages from the workers (one line each, shorter than PIPE_BUF so never interleaved)
+
+    def send(self, kind: str, payload: str = "") -> None:
+        line = f"{kind} {os.getpid()} {payload}".encode("utf-8", "replace")[:3500].replace(b"\n", b" ") + b"\n"
+        try:
+            os.write(self.write_fd, line)
+        except OSError:
+            pass
+
+    def poll_messages(self) -> None:
+        import json
+
+        try:
+            while True:
+                chunk = os.read(self.read_fd, 65536)
+                if not chunk:
+                    break
+                self._buffer += chunk
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            kind, _, rest = line.decode("utf-8", "replace").partition(" ")
+            pid_text, _, payload = rest.partition(" ")
+            if kind == "ready" and pid_text.isdigit() and not self.announced:
+                self.ready_pids.add(int(pid_text))
+            elif kind == "error" and self.load_error is None:
+                try:
+                    data = json.loads(payload)
+                except ValueError:
+                    data = {"message": payload}
+                message = str(data.get("message") or "the app failed to load in a worker")
+                if data.get("kind") == "AppImportError":
+                    self.load_error = AppImportError(message, str(data.get("part") or "spec"))
+                else:
+                    self.load_error = ServerError(message)
+
+    # -- in the workers
+
+    def load(self) -> WSGIApp:
+        """Import and wrap the app (in each worker, or once in the arbiter with preload_app)."""
+        if os.getpid() == self.master_pid:
+            app = self.loader()  # preload_app: an error propagates out of the arbiter's construction
+        else:
+            try:
+                app = self.loader()
+            except LauncherError as exc:
+                self._report_load_error(exc)
+                sys.exit(APP_LOAD_ERROR)  # the arbiter halts instead of respawning forever
+        return _Counter(self).wrap(app)
+
+    def _report_load_error(self, exc: LauncherError) -> None:
+        import json
+
+        cause = exc.__cause__
+        if isinstance(exc, AppImportError) and exc.part == "user-import" and cause is not None:
+            import traceback
+
+            # The user's own traceback, as the CLI prints it in the single-process path.
+            text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+            sys.stderr.write(text.rstrip() + "\n")
+            sys.stderr.flush()
+        self.send("error", json.dumps({
+            "kind": type(exc).__name__,
+            "part": getattr(exc, "part", ""),
+            "message": str(exc)[:3000],  # the whole line must stay under PIPE_BUF
+        }))
+
+    def worker_ready(self, worker: Any) -> None:
+        # The arbiter drains on the first SIGINT; a worker must not quit mid-request when Ctrl-C
+        # reaches the whole process group (gunicorn's worker treats SIGINT as "quit now").
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ggevent = sys.modules.get("gunicorn.workers.ggevent")
+        if ggevent is not None and isinstance(worker, ggevent.GeventWorker):
+            _stop_accepting_promptly(worker)
+        self.send("ready")
+
+
+def _stop_accepting_promptly(worker: Any) -> None:
+    """Make a gevent worker stop accepting as soon as it is told to stop.
+
+    gunicorn's gevent worker looks at its ``alive`` flag once a second, and keeps accepting (and
+    serving) new connections until then.  Its servers are local to its ``run()``: note them as
+    they start, and close them from a greenlet that watches the flag more often.  (The worker
+    closes them again after its loop, which gevent allows.)
+    """
+    import gevent
+    from gevent.baseserver import BaseServer
+
+    started: list[Any] = []
+    original = BaseServer.start
+
+    def start(server: Any) -> None:
+        started.append(server)
+        original(server)
+
+    BaseServer.start = start  # this worker process only
+
+    def watch() -> None:
+        while worker.alive:
+            gevent.sleep(0.05)
+        for server in started:
+            server.close()
+
+    gevent.spawn(watch)
+
+
+class _Counter:
+    """One worker's running requests, published in its slot for the arbiter to read.
+
+    A request counts from the call until its response iterable is closed.  One ended by an
+    exception that is not an ``Exception`` (GreenletExit, SystemExit: the worker is being stopped)
+    stays counted, as it was cut off.
+    """
+
+    def __init__(self, runtime: _Runtime) -> None:
+        self.runtime = runtime
+        self.lock = threading.Lock()
+        self.active = 0
+
+    def add(self, delta: int) -> None:
+        with self.lock:
+            self.active += delta
+            self.runtime.write_slot(self.runtime.slot, self.active)
+
+    def wrap(self, app: WSGIApp) -> WSGIApp:
+        add = self.add
+
+        def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            add(1)
+            try:
+                result = app(environ, start_response)
+            except Exception:
+                add(-1)
+                raise
+            if hasattr(result, "__len__"):
+                return _SizedCounted(result, add)
+            return _Counted(result, add)
+
+        counted.__wrapped__ = app  # type: ignore[attr-defined]
+        return counted
+
+
+class _Counted:
+    __slots__ = ("_result", "_add", "_open", "_cut")
+
+    def __init__(self, result: Iterable[bytes], add: Callable[[int], None]) -> None:
+        self._result = result
+        self._add = add
+        self._open = True
+        self._cut = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._result
+        except (Exception, GeneratorExit):
+            raise
+        except BaseException:
+            self._cut = True
+            raise
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if not self._cut:
+                self._add(-1)
+
+
+class _SizedCounted(_Counted):
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- gunicorn subclasses
+
+_CLASSES: tuple[type[Any], type[Any]] | None = None
+
+
+def _gunicorn_classes() -> tuple[type[Any], type[Any]]:
+    """The Arbiter and BaseApplication subclasses, defined on first use (gunicorn imported lazily)."""
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _define_classes()
+    return _CLASSES
+
+
+def _define_classes() -> tuple[type[Any], type[Any]]:
+    import queue
+    import time
+
+    from gunicorn import sock
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.errors import HaltServer
+
+    class LauncherApplication(BaseApplication):  # type: ignore[misc]
+        def __init__(self, runtime: _Runtime) -> None:
+            self.runtime = runtime
+            super().__init__(prog="serve")
+
+        def do_load_config(self) -> None:
+            # gunicorn's version prints any error and calls sys.exit(1): let OptionError through.
+            self.load_default_config()
+            self.load_config()
+
+        def load_config(self) -> None:
+            runtime = self.runtime
+            cfg = runtime.backend.build_config(runtime.opts, runtime.binds)
+            self.cfg = cfg
+            user_hook = cfg.post_worker_init
+
+            def post_worker_init(worker: Any) -> None:
+                user_hook(worker)
+                runtime.worker_ready(worker)
+
+            cfg.set("post_worker_init", post_worker_init)
+
+        def load(self) -> Any:
+            return self.runtime.load()
+
+    class LauncherArbiter(Arbiter):  # type: ignore[misc]
+        """gunicorn's arbiter with the launcher's stop, readiness and worker slots."""
+
+        # Fresh class attributes (gunicorn keeps these two on the class, shared by every instance).
+        LISTENERS: list[Any] = []
+        WORKERS: dict[int, Any] = {}
+
+        def __init__(self, app: LauncherApplication) -> None:
+            self.runtime = app.runtime
+            self.worker_slots: dict[int, int] = {}  # pid -> slot
+            self.stopping = False
+            super().__init__(app)
+
+        def setup(self, app: LauncherApplication) -> None:
+            super().setup(app)  # also on SIGHUP: the logger is set up again
+            if self.runtime.opts.log_format == "json":
+                from launcher.log import JSONFormatter
+
+                for handler in self.log.error_log.handlers:
+                    handler.setFormatter(JSONFormatter())  # gunicorn's lines in the launcher's JSON
+
+        def start(self) -> None:
+            try:
+                super().start()  # listens, logs, and tells systemd READY=1 if it can see NOTIFY_SOCKET
+            finally:
+                self.runtime.fds_taken = bool(self.LISTENERS)
+            if self.runtime.notify_socket is not None:
+                os.environ["NOTIFY_SOCKET"] = self.runtime.notify_socket  # the workers see it as usual
+
+        # -- readiness: the workers report through the pipe; look often until all have
+
+        def wait_for_signals(self, timeout: float = 1.0) -> list[int]:
+            runtime = self.runtime
+            signals: list[int] = super().wait_for_signals(timeout if runtime.announced else min(timeout, 0.05))
+            runtime.poll_messages()
+            if not runtime.announced and runtime.load_error is None:
+                booted = runtime.ready_pids & set(self.WORKERS)
+                if len(booted) >= self.num_workers:
+                    runtime.announced = True
+                    runtime.announce()
+            return signals
+
+        # -- one shared-memory slot per live worker, for the count of its running requests
+
+        def spawn_worker(self) -> Any:
+            used = set(self.worker_slots.values())
+            slot = next((n for n in range(SLOTS) if n not in used), -1)
+            self.runtime.write_slot(slot, 0)
+            self.runtime.slot = slot  # the child keeps this value: its own slot
+            pid = super().spawn_worker()
+            self.worker_slots[pid] = slot
+            return pid
+
+        def reap_workers(self) -> None:
+            if self.stopping:
+                # Several workers failing to load would each halt the arbiter again while it is
+                # already halting (a traceback out of gunicorn's own stop()): keep reaping instead.
+                while True:
+                    try:
+                        super().reap_workers()
+                        break
+                    except HaltServer:
+                        continue
+            else:
+                super().reap_workers()
+            # A dead worker's slot is free again (stop() took a copy of the ones it waits for).
+            for pid in list(self.worker_slots):
+                if pid not in self.WORKERS:
+                    del self.worker_slots[pid]
+
+        # -- signals
+
+        def handle_int(self) -> None:
+            # gunicorn's SIGINT is a quick shutdown that drops in-flight requests: drain instead.
+            raise StopIteration
+
+        def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+            if self.runtime.load_error is None:
+                super().halt(reason, exit_status)  # logs, stops and calls sys.exit
+                return
+            # The app did not load: the CLI reports the importer's message, no "Shutting down" noise.
+            self._stop_control_server()
+            self.stop()
+            if self.pidfile is not None:
+                self.pidfile.unlink()
+            self.cfg.on_exit(self)
+            sys.exit(exit_status)
+
+        def handle_usr2(self) -> None:
+            self.log.warning("SIGUSR2 ignored: re-executing is not possible under the launcher; restart serve")
+
+        # -- stopping
+
+        def stop(self, graceful: bool = True) -> None:
+            runtime = self.runtime
+            self.stopping = True
+            # Close our copies without unlinking unix socket files: the launcher removes its own.
+            sock.close_sockets(self.LISTENERS, False)
+            self.LISTENERS = []
+            stopping = [self.worker_slots.get(pid, -1) for pid in self.WORKERS]
+            sig = signal.SIGTERM if graceful else signal.SIGQUIT
+            deadline = time.monotonic() + runtime.opts.graceful_timeout
+            if self.dirty_arbiter_pid:
+                self.kill_dirty_arbiter(sig)
+            self.kill_workers(sig)
+            quick = not graceful
+            while (self.WORKERS or self.dirty_arbiter_pid) and time.monotonic() < deadline:
+                for pending in self._pending_signals():
+                    if pending == signal.SIGINT:
+                        self._exit_now()  # as the launcher does: a SIGINT during the drain ends it
+                    if pending == signal.SIGQUIT and not quick:
+                        self.log.info("Quick shutdown requested")
+                        quick = True
+                        self.kill_workers(signal.SIGQUIT)
+                        if self.dirty_arbiter_pid:
+                            self.kill_dirty_arbiter(signal.SIGQUIT)
+                        deadline = min(deadline, time.monotonic() + 2.0)
+                self.reap_workers()
+                self.reap_dirty_arbiter()
+                time.sleep(0.02)
+            if self.WORKERS:
+                self.log.warning("graceful timeout (%gs) ran out: killing %d worker(s)",
+                                 runtime.opts.graceful_timeout, len(self.WORKERS))
+            self.kill_workers(signal.SIGKILL)
+            if self.dirty_arbiter_pid:
+                self.kill_dirty_arbiter(signal.SIGKILL)
+            self._reap_all(2.0)
+            # Requests still counted in the slot of a worker that is gone were cut off.
+            runtime.backend.cut_off = sum(max(0, runtime.read_slot(slot)) for slot in stopping)
+
+        def _pending_signals(self) -> list[int]:
+            pending = []
+            while True:
+                try:
+                    pending.append(self.SIG_QUEUE.get_nowait())
+                except queue.Empty:
+                    return pending
+
+        def _reap_all(self, limit: float) -> None:
+            end = time.monotonic() + limit
+            while self.WORKERS and time.monotonic() < end:
+                self.reap_workers()
+                if self.WORKERS:
+                    time.sleep(0.01)
+            self.reap_dirty_arbiter()
+
+        def _exit_now(self) -> None:
+            os.write(2, b"second interrupt: exiting now\n")
+            self.kill_workers(signal.SIGKILL)
+            if self.dirty_arbiter_pid:
+                self.kill_dirty_arbiter(signal.SIGKILL)
+            self._reap_all(1.0)
+            raise _SecondInterrupt
+
+    return LauncherArbiter, LauncherApplication
