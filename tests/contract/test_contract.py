@@ -14,7 +14,6 @@ import pytest
 
 from tests.contract.checks import CHECKS, DIRECT_EXPECT, Target, check_id
 from tests.support import (
-    ServeStartError,
     backend_names,
     contract_args,
     require_backend,
