@@ -145,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hyperfine", action="store_true", help="use the built-in loop even if hyperfine exists")
     parser.add_argument("--out", type=Path, default=common.RESULTS, help="results directory")
     args = parser.parse_args(argv)
+    # As `make install` does: cached bytecode, which an installed package always has.  Without it
+    # (or with stale .pyc after an edit, on a machine with PYTHONDONTWRITEBYTECODE=1) every start
+    # recompiles the launcher and the comparison measures the compiler instead.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "launcher", "backends"], cwd=common.REPO,
+                   check=True, stdout=subprocess.DEVNULL)
     pin = pinning.plan()
     procs.pin_threads(os.getpid(), pin.generator)  # the polling client stays off the server's CPUs
     workdir = common.workdir()
