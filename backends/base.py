@@ -69,6 +69,10 @@ LAUNCHER_OPTIONS = frozenset(
 )
 
 
+#: URL scheme per protocol.
+SCHEMES = {"http": "http", "fastcgi": "fcgi", "uwsgi": "uwsgi", "cgi": "cgi"}
+
+
 class Backend:
     """Base class of the server adapters.  Subclasses set the class attributes and override
     :meth:`serve`, and usually :meth:`stop_accepting` and :meth:`close`."""
@@ -114,6 +118,11 @@ class Backend:
     def honoured(cls) -> frozenset[str]:
         """Every common option this backend honours."""
         return LAUNCHER_OPTIONS | cls.supports
+
+    def url_scheme(self) -> str:
+        """The scheme of this server's URLs in the startup line and --ready-file
+        (``fcgi://`` for FastCGI, so nobody mistakes the socket for an HTTP one)."""
+        return SCHEMES.get(self.protocol, self.protocol)
 
     # ------------------------------------------------------------------ before start
 

@@ -205,7 +205,7 @@ class FastCGIBackend(Backend):
             # Several workers share these sockets: whoever loses an accept race must not block.
             sock.setblocking(False)
         try:
-            ready(_fcgi_listeners(listeners))
+            ready(listeners)
             self._server.accept_loop(socks, wake_r)
             # Not accepting any more (stop_accepting): close this process's copies now, so new
             # connections are refused instead of waiting in a backlog nobody reads.
@@ -257,19 +257,6 @@ def _web_server_addrs() -> frozenset[str] | None:
 
 def _plain_ip(host: str) -> str:
     return host[7:] if host.startswith("::ffff:") and "." in host else host
-
-
-def _fcgi_listeners(listeners: list[Listener]) -> list[Listener]:
-    """The listeners, announcing themselves as fcgi:// URLs (they do not speak HTTP)."""
-    from launcher.sockets import Listener
-
-    class FCGIListener(Listener):
-        __slots__ = ()
-
-        def url(self, scheme: str = "fcgi") -> str:
-            return super().url("fcgi" if scheme == "http" else scheme)
-
-    return [FCGIListener(listener.bind, listener.sock, listener.inode) for listener in listeners]
 
 
 # --------------------------------------------------------------------------- flup subclasses

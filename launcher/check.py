@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from launcher.options import ServeOptions
 
 OK, WARN, FAIL = "ok", "warning", "problem"
-#: Backends whose server runs the app as another user and/or restricts stdout.
-STDOUT_FATAL = {"cgi": "CGI (the output becomes part of the response)",
-                "mod_wsgi": "mod_wsgi (sys.stdout is off limits there)"}
+#: Backends where a print to stdout breaks the app.  Not "cgi": the launcher's CGI backend keeps the
+#: real stdout for the response and sends the app's prints to stderr (a hand-written wsgiref CGI
+#: script would put them into the response: the warning says so).
+STDOUT_FATAL = {"mod_wsgi": "mod_wsgi (sys.stdout is off limits there)"}
 RUNS_AS_OTHER_USER = {"mod_wsgi", "cgi"}
 
 
@@ -222,8 +223,9 @@ def _import(opts: ServeOptions) -> list[Finding]:
     if printed:
         fatal = STDOUT_FATAL.get(opts.backend)
         snippet = printed.strip().splitlines()[0][:80] if printed.strip() else repr(printed[:40])
-        text = (f"importing the app printed to stdout ({snippet!r}...): fatal under CGI (it becomes part of the"
-                " response) and under mod_wsgi (stdout is restricted); log to sys.stderr or logging instead")
+        text = (f"importing the app printed to stdout ({snippet!r}...): fatal under mod_wsgi (stdout is"
+                " restricted) and under a plain CGI script (it becomes part of the response; the launcher's"
+                " cgi backend sends it to stderr); log to sys.stderr or logging instead")
         out.append(Finding(FAIL if fatal else WARN, text))
     out += _symlinks(opts.app)
     return out

@@ -140,6 +140,12 @@ def parse_spec(spec: str) -> AppSpec:
         return AppSpec(module_part, (), None, is_file)
     if not expr:
         raise _spec_error(spec, "nothing follows the ':'; name the app attribute after it")
+    if _is_dotted(expr) and not any(part.isdigit() for part in expr.split(".")):
+        # The common case, 'module:app': no need to load ast (a CGI request pays every millisecond).
+        import keyword
+
+        if not any(keyword.iskeyword(part) for part in expr.split(".")):
+            return AppSpec(module_part, tuple(expr.split(".")), None, is_file)
     attr_path, call = _parse_attr_expr(spec, expr)
     return AppSpec(module_part, attr_path, call, is_file)
 
@@ -641,8 +647,18 @@ class _DevServerTrap:
     """
 
     def __enter__(self) -> None:
-        import socketserver
+        self._saved: list[tuple[Any, str, Any]] = []
+        self._hook: _PatchOnImport | None = None
+        module = sys.modules.get("socketserver")
+        if module is not None:
+            self._patch(module)
+        else:
+            # Not imported yet (the usual case for a bare app, and every CGI request): patch it only
+            # if the app's import brings it in, instead of paying for socketserver every time.
+            self._hook = _PatchOnImport(self._patch)
+            sys.meta_path.insert(0, self._hook)
 
+    def _patch(self, socketserver: Any) -> None:
         self._saved = [
             (cls, attr, cls.__dict__[attr])
             for cls, attr in (
@@ -654,8 +670,46 @@ class _DevServerTrap:
             setattr(cls, attr, _refuse_server)
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._hook is not None and self._hook in sys.meta_path:
+            sys.meta_path.remove(self._hook)
         for cls, attr, original in self._saved:
             setattr(cls, attr, original)
+
+
+class _PatchOnImport:
+    """A meta-path finder that lets socketserver load normally, then patches it."""
+
+    def __init__(self, patch: Callable[[Any], None]) -> None:
+        self.patch = patch
+        self.busy = False
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "socketserver" or self.busy:
+            return None
+        import importlib.util
+
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.busy = False
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PatchingLoader(spec.loader, self.patch)  # type: ignore[assignment]
+        return spec
+
+
+class _PatchingLoader:
+    def __init__(self, loader: Any, patch: Callable[[Any], None]) -> None:
+        self.loader = loader
+        self.patch = patch
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        self.patch(module)
 
 
 def _app_run_error(

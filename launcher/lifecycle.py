@@ -56,8 +56,8 @@ def run(opts: ServeOptions, *, app: Any = None) -> int:
     try:
         # --max-requests restarts a worker and --reload replaces workers: both need a supervisor.
         if opts.reload or ((opts.workers > 1 or opts.max_requests) and not backend.native_workers):
-            return Supervisor(type(backend), opts, listeners, app).run()
-        announce = Announcer(opts, backend.name)
+            return Supervisor(type(backend), opts, listeners, app, scheme=backend.url_scheme()).run()
+        announce = Announcer(opts, backend.name, scheme=backend.url_scheme())
         return serve_here(backend, opts, listeners, announce, app=app)
     finally:
         sockets.close_all(listeners)
@@ -212,10 +212,11 @@ class _Stopper:
 class Announcer:
     """Called once the server accepts: prints the startup line and writes --ready-file."""
 
-    def __init__(self, opts: ServeOptions, backend: str, *, pid: int | None = None) -> None:
+    def __init__(self, opts: ServeOptions, backend: str, *, pid: int | None = None, scheme: str = "http") -> None:
         self.opts = opts
         self.backend = backend
         self.pid = pid
+        self.scheme = scheme
         self.called = False
 
     def __call__(self, listeners: list[Listener]) -> None:
@@ -223,7 +224,7 @@ class Announcer:
             return
         self.called = True
         pid = self.pid or os.getpid()
-        urls = [listener.url() for listener in listeners]
+        urls = [listener.url(self.scheme) for listener in listeners]
         opts = self.opts
         app = opts.app if isinstance(opts.app, str) else getattr(opts.app, "__name__", repr(opts.app))
         where = ", ".join(urls) or "its own sockets"
@@ -306,7 +307,8 @@ class Supervisor:
 
     RESPAWN_DELAY = 0.1
 
-    def __init__(self, backend_cls: type[Backend], opts: ServeOptions, listeners: list[Listener], app: Any) -> None:
+    def __init__(self, backend_cls: type[Backend], opts: ServeOptions, listeners: list[Listener], app: Any, *,
+                 scheme: str = "http") -> None:
         self.backend_cls = backend_cls
         self.opts = opts
         self.listeners = listeners
@@ -321,7 +323,7 @@ class Supervisor:
         self.stopping = False
         self.interrupts = 0
         self.exit_code = 0
-        self.announce = Announcer(opts, backend_cls.name)
+        self.announce = Announcer(opts, backend_cls.name, scheme=scheme)
         self.watcher: Any = None
 
     def run(self) -> int:

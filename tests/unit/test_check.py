@@ -47,7 +47,7 @@ def test_print_at_import_is_fatal_only_where_stdout_is_the_response(module_dir: 
     findings = check._import(resolve(f"{name}:app", env={}, use_file=False))
     assert check.WARN in levels(findings)
     sys.modules.pop(name, None)
-    findings = check._import(resolve(f"{name}:app", cli={"backend": "cgi"}, env={}, use_file=False))
+    findings = check._import(resolve(f"{name}:app", cli={"backend": "mod_wsgi"}, env={}, use_file=False))
     problem = [f for f in findings if f.level == check.FAIL]
     assert problem and "printed to stdout ('hello from import'" in problem[0].text
 
