@@ -359,7 +359,6 @@ def _load_file(spec: str, written_path: str, base: str) -> tuple[ModuleType, str
         sys.path.insert(0, directory)
 
     import importlib.util
-
     from importlib.machinery import SourceFileLoader
 
     # An explicit loader, so a file without the .py suffix (a .wsgi script) loads as source too.
