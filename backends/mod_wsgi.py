@@ -1,0 +1,414 @@
+"""mod_wsgi: Apache httpd through ``mod_wsgi-express``, run as its own program and supervised.
+
+The launcher checks the address (busy port, port 0), then ``mod_wsgi-express setup-server``
+writes Apache's configuration into a private server root, and the backend starts that root's
+``apachectl start -DFOREGROUND`` itself (it execs Apache, so the launcher signals Apache directly;
+``start-server`` would put a Python wrapper in between when stdout is a terminal, and that wrapper
+does not forward SIGWINCH).  The command line built (common option -> mod_wsgi-express option)::
+
+    setup-server ENTRY.wsgi --server-root DIR --host H --port P --log-to-terminal --startup-log
+        --processes W --threads T   --workers / --threads; neither set: 2 x max(--threads, 25)
+        --user U --group G          when started as root (Apache will not run the app as root)
+        --keep-alive-timeout K      --keepalive (0: keep-alive off)
+        --request-timeout S         --timeout
+        --maximum-requests N        --max-requests
+        --graceful-timeout G --shutdown-timeout G      --graceful-timeout
+        --server-backlog B          --backlog
+        --max-clients C             --connections (only when set; else mod_wsgi's 1.5 x threads)
+        --limit-request-body N      --limit-request-body (mod_wsgi's own default is 10 MB)
+        --header-timeout S          --header-timeout
+        --include-file F            LimitRequestLine / LimitRequestFields / LimitRequestFieldSize
+        --chunked-request --locale C.UTF-8 --working-directory CWD
+
+``-o NAME=VALUE`` reaches any other ``setup-server`` option by its own name (``-o
+compress-responses=true``, ``-o server-mpm=worker``), checked against its ``--help``; the options
+the launcher owns name the common option to use instead; ``-o ready_timeout=SECONDS`` is the
+backend's own (default 60).
+
+Default workers: mod_wsgi-express's shipped defaults (1 process x 5 threads) gave a p99 of 0.24
+to 0.64 s at 50 connections here (wrk -t1 -c50 -d3s, Flask hello world), 2 x 4 threads 0.29 s,
+2 x 10 0.18 s, 2 x 16 60 ms and 2 x 25 36 to 41 ms at the same throughput (3.5-4k requests/s):
+without --workers/--threads the backend runs 2 processes x max(--threads, 25) threads, and says so.
+
+--root-path, --proxy-headers, --access-log and --health-path are the launcher's middleware, run in
+the mod_wsgi daemon processes, not ``--mount-point`` / ``--trust-proxy-header`` / ``--access-log``
+(mod_wsgi's own proxy-header handling stays off, so forwarded headers change nothing unless
+--proxy-headers is set): RootPath leaves paths outside the prefix alone where ``--mount-point``
+answers 404, like every other backend.  Apache cannot listen on a unix socket, adopt an inherited
+socket (this Debian build has no systemd socket activation) or, through mod_wsgi-express, an IPv6
+address (it writes ``Listen ::1:P``): such --bind values are refused before start, and so is
+--reload (a replacement server cannot bind the port while the old one drains).
+
+The app is imported in each daemon process through the launcher's own importer, by the same entry
+file as the uwsgi backend (:func:`backends.uwsgi.child_app`), with the launcher's access log
+written to the process's real stderr (mod_wsgi turns ``sys.stderr`` into prefixed error-log
+entries).
+
+Traps handled, and why:
+
+* Root.  Apache refuses to run its children as root, so started as root without --user the backend
+  runs them as ``www-data`` (else ``nobody``) and logs it; with --user the launcher has already
+  switched user when the backend starts, so Apache runs entirely as that user (and cannot bind a
+  port below 1024).  That user must be able to read the
+  interpreter, the virtualenv and the app: a pyenv Python in root's home (mode 0700) crash-loops
+  the daemon processes while the port stays open.  Every directory on the way to the interpreter,
+  ``sys.prefix``, the launcher, the working directory and --pythonpath is checked for that user
+  before start; the first one it cannot enter or read is named in one line.
+* Port.  The launcher binds and checks the address (busy port, port 0 picks a free one), then
+  closes its socket right before Apache binds the same address: another program could take the
+  port in those few milliseconds.  Apache then fails with "Address already in use", reported in
+  one line; with port 0 the backend picks another free port and retries (three times).
+* Stopping.  SIGTERM/SIGINT to the launcher send SIGWINCH (graceful-stop) to Apache, which stops
+  listening, lets in-flight requests finish and exits 0 (4 of 4 answered); past --graceful-timeout
+  the launcher kills Apache's process group and exits 1.  Apache runs in a process group of its own
+  (Ctrl-C's SIGINT to the whole group would stop it at once) and gets SIGTERM if the launcher dies.
+* Readiness.  Apache listens before the daemon processes have imported the app: the launcher waits
+  until each daemon process marked itself loaded, then for the entry file's 204 to a request
+  carrying the run's random ``X-Launcher-Probe`` token.  Apache's start-up output is held back
+  (shown with --log-level debug or in the error when it fails), then passed on to stderr.
+* mod_wsgi-express's default locale en_US.UTF-8 does not exist on Debian (a warning per daemon):
+  C.UTF-8 is set.  Chunked request bodies are refused by mod_wsgi unless ``--chunked-request``.
+
+Known limit: an app that raises after the first body byte of a response without Content-Length
+cannot be made visible to the client.  mod_wsgi withholds the end of the chunked body only in
+embedded mode; in daemon mode the Apache child ends it properly when the daemon's socket closes,
+so the client sees a short response that looks complete (the error is logged).  The contract
+suite's ``error_after_body_started`` check fails for this reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import stat
+import sys
+
+from backends.uwsgi import AnnouncedListener, ProgramBackend, probe_address, probe_http
+from launcher.errors import BindError, OptionError, ServerError
+from launcher.log import logger
+from launcher.options import closest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from backends.base import Ready, WSGIApp
+    from launcher.options import ServeOptions
+    from launcher.sockets import Listener
+
+#: Runs mod_wsgi-express with the launcher's own interpreter (so Apache embeds that Python).
+EXPRESS_MAIN = "import sys; from mod_wsgi.express.cli import main; sys.argv[0] = 'mod_wsgi-express'; sys.exit(main())"
+#: Threads per daemon process when neither --workers nor --threads is set (see the docstring).
+DEFAULT_THREADS = 25
+DEFAULT_PROCESSES = 2
+#: Attempts at a free port when --bind asked for port 0 and another program took it first.
+PORT_ATTEMPTS = 3
+#: Users Apache's children run as when serve is started as root without --user, in order.
+FALLBACK_USERS = ("www-data", "nobody")
+
+#: setup-server options the launcher sets, and the common option to use instead of ``-o``.
+OWNED = {
+    "host": "--bind", "port": "--bind", "server-root": "(a private directory)", "processes": "--workers",
+    "threads": "--threads", "user": "--user", "group": "--group", "keep-alive-timeout": "--keepalive",
+    "request-timeout": "--timeout", "maximum-requests": "--max-requests", "graceful-timeout": "--graceful-timeout",
+    "shutdown-timeout": "--graceful-timeout", "server-backlog": "--backlog", "max-clients": "--connections",
+    "limit-request-body": "--limit-request-body", "header-timeout": "--header-timeout",
+    "mount-point": "--root-path", "trust-proxy-header": "--proxy-headers", "trust-proxy": "--forwarded-allow-ips",
+    "access-log": "--access-log", "access-log-format": "--access-log-format", "python-path": "--pythonpath",
+    "working-directory": "--chdir", "log-to-terminal": "(always on)", "log-directory": "(logs go to stderr)",
+    "startup-log": "(always on)", "setup-only": "(the launcher starts Apache)", "entry-point": "the app spec",
+    "application-type": "the app spec", "callable-object": "the app spec", "include-file": "--limit-request-*",
+    "chunked-request": "(always on)", "reload-on-changes": "--reload (not available with mod_wsgi)",
+}
+
+
+def express_command() -> list[str]:
+    return [sys.executable, "-c", EXPRESS_MAIN]
+
+
+_KNOWN: set[str] = set()
+
+
+def express_options() -> set[str]:
+    """Every option ``mod_wsgi-express setup-server --help`` lists (read once per process)."""
+    import re
+    import subprocess
+
+    if not _KNOWN:
+        try:
+            out = subprocess.run([*express_command(), "setup-server", "--help"], capture_output=True, timeout=30,
+                                 check=False).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise OptionError(f"-o: cannot list mod_wsgi-express's options ({exc})") from None
+        pattern = re.compile(r"^\s+--([a-z0-9][\w-]*)")
+        _KNOWN.update(m.group(1) for line in out.decode("utf-8", "replace").splitlines() if (m := pattern.match(line)))
+    return _KNOWN
+
+
+# --------------------------------------------------------------------------- who can read what
+
+
+def unreadable_path(path: str, uid: int, gids: set[int] | frozenset[int], *, file_mode: int = 0o4) -> str | None:
+    """The first component of ``path`` user ``uid`` (groups ``gids``) cannot use, or None.
+
+    Every directory on the way needs search (x) permission, the last directory read and search
+    (Python lists the directories on ``sys.path``), a file ``file_mode`` (4: read, 5: read and
+    execute).  Judged from the mode bits as the kernel would for that user (root passes).
+    """
+    if uid == 0:
+        return None
+    full = os.path.abspath(path)
+    parts = [p for p in full.split("/") if p]
+    current = "/"
+    for index, part in enumerate([*parts, None]):
+        try:
+            st = os.stat(current)
+        except OSError:
+            return current
+        last = index == len(parts)
+        if stat.S_ISDIR(st.st_mode):
+            need = 0o5 if last else 0o1
+        else:
+            need = file_mode
+        if uid == st.st_uid:
+            granted = (st.st_mode >> 6) & 0o7
+        elif st.st_gid in gids:
+            granted = (st.st_mode >> 3) & 0o7
+        else:
+            granted = st.st_mode & 0o7
+        if granted & need != need:
+            return current
+        if part is not None:
+            current = os.path.join(current, part)
+    return None
+
+
+def check_readable(paths: list[tuple[str, str]], user: str, uid: int, gids: set[int]) -> None:
+    """Raise one line naming the first of ``(what, path)`` that ``user`` cannot read."""
+    for what, path in paths:
+        blocked = unreadable_path(path, uid, gids, file_mode=0o5 if what == "the interpreter" else 0o4)
+        if blocked is not None:
+            try:
+                mode = f"mode {stat.S_IMODE(os.stat(blocked).st_mode):04o}"
+            except OSError:
+                mode = "missing"
+            raise ServerError(
+                f"mod_wsgi: Apache runs the app as user '{user}', who cannot read {what} ({path}): {blocked} is"
+                f" {mode}; use a Python and virtualenv that {user} can read (e.g. built from /usr/bin/python3"
+                " outside /root), move the app, or pass --user"
+            )
+
+
+def _run_user() -> tuple[str, str, int, set[int]] | None:
+    """(user, group, uid, gids) Apache's children run as when started as root, else None."""
+    if os.geteuid() != 0:
+        return None
+    import grp
+    import pwd
+
+    for name in FALLBACK_USERS:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        group = grp.getgrgid(pw.pw_gid).gr_name
+        return name, group, pw.pw_uid, set(os.getgrouplist(name, pw.pw_gid))
+    raise ServerError("mod_wsgi: started as root, Apache needs an unprivileged user to run the app: pass --user")
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class ModWSGIBackend(ProgramBackend):
+    name = "mod_wsgi"
+    extra = "mod_wsgi"
+    protocol = "http"
+    library = "mod_wsgi"
+    distribution = "mod_wsgi"
+    # 4.9.3 fixed CVE-2022-2255 (X-Client-IP kept from untrusted proxies).
+    min_version = "4.9.3"
+    supports = frozenset({
+        "threads", "timeout", "keepalive", "connections", "limit_request_line", "limit_request_fields",
+        "limit_request_field_size", "limit_request_body", "header_timeout",
+    })
+    program = "Apache (mod_wsgi)"
+    graceful_signal = signal.SIGWINCH  # Apache's graceful-stop
+    death_signal = signal.SIGTERM  # Apache then stops its children and daemon processes itself
+
+    def check(self, opts: ServeOptions) -> None:
+        super().check(opts)
+        if len(opts.bind) != 1 or opts.bind[0].kind != "tcp":
+            shown = ", ".join(str(b) for b in opts.bind)
+            raise OptionError(
+                f"backend 'mod_wsgi' listens on exactly one IPv4 HOST:PORT (Apache binds it itself and"
+                f" cannot take a unix socket or an inherited descriptor), not {shown}"
+            )
+        if opts.bind[0].family_is_v6:
+            raise OptionError(f"backend 'mod_wsgi' cannot listen on IPv6 address {opts.bind[0]}: mod_wsgi-express"
+                              " writes an invalid Listen line for it; bind an IPv4 address")
+        if opts.reload:
+            raise OptionError("backend 'mod_wsgi' cannot --reload: a fresh Apache cannot bind the port while the old"
+                              " one drains; restart the server instead")
+
+    def parse_backend_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        from backends.uwsgi import _seconds
+
+        parsed: dict[str, Any] = {"ready_timeout": 60.0, "extra": []}
+        for key, value in raw.items():
+            name = key.replace("_", "-")
+            text = str(value).strip()
+            if key == "ready_timeout":
+                parsed["ready_timeout"] = _seconds(key, text)
+            elif name in OWNED:
+                raise OptionError(f"-o {name}: set by the launcher; use {OWNED[name]}")
+            else:
+                known = express_options()
+                if name not in known:
+                    raise OptionError(f"-o {name}: not a mod_wsgi-express option{closest(name, known)}"
+                                      " (`mod_wsgi-express setup-server --help` lists them)")
+                parsed["extra"].append((name, text))
+        return parsed
+
+    @staticmethod
+    def sizes(opts: ServeOptions) -> tuple[int, int]:
+        """(processes, threads): the defaults avoid mod_wsgi-express's long tail (see the docstring)."""
+        processes = opts.workers if opts.is_set("workers") else DEFAULT_PROCESSES
+        threads = opts.threads if opts.is_set("threads") else max(opts.threads, DEFAULT_THREADS)
+        return processes, threads
+
+    def setup_command(self, opts: ServeOptions, entry: str, root: str, host: str, port: int,
+                      run_as: tuple[str, str] | None) -> list[str]:
+        """``mod_wsgi-express setup-server`` for these options (see the module docstring)."""
+        import math
+
+        backend = self.backend_options or self.parse_backend_options({})
+        processes, threads = self.sizes(opts)
+        graceful = str(math.ceil(opts.graceful_timeout))
+        argv = [*express_command(), "setup-server", entry, "--server-root", root, "--host", host,
+                "--port", str(port), "--log-to-terminal", "--startup-log", "--processes", str(processes),
+                "--threads", str(threads), "--keep-alive-timeout", str(math.ceil(opts.keepalive)),
+                "--request-timeout", str(math.ceil(opts.timeout)), "--graceful-timeout", graceful,
+                "--shutdown-timeout", graceful, "--server-backlog", str(opts.backlog),
+                "--limit-request-body", str(opts.limit_request_body),
+                "--header-timeout", str(max(1, math.ceil(opts.header_timeout))),
+                "--include-file", os.path.join(self._workdir, "limits.conf"), "--chunked-request",
+                "--locale", "C.UTF-8", "--working-directory", os.getcwd()]
+        if opts.max_requests:
+            argv += ["--maximum-requests", str(opts.max_requests)]
+        if opts.is_set("connections"):
+            argv += ["--max-clients", str(opts.connections)]
+        if run_as is not None:
+            argv += ["--user", run_as[0], "--group", run_as[1]]
+        for name, value in backend["extra"]:
+            if value.lower() in ("true", "yes", "on", ""):
+                argv.append(f"--{name}")
+            elif value.lower() not in ("false", "no", "off"):
+                argv.append(f"--{name}={value}")
+        return argv
+
+    def _write_limits(self, opts: ServeOptions) -> None:
+        with open(os.path.join(self._workdir, "limits.conf"), "w", encoding="utf-8") as fh:
+            fh.write(f"LimitRequestLine {opts.limit_request_line}\n"
+                     f"LimitRequestFields {opts.limit_request_fields}\n"
+                     f"LimitRequestFieldSize {opts.limit_request_field_size}\n")
+
+    def serve(self, app: WSGIApp, opts: ServeOptions, listeners: list[Listener], ready: Ready) -> None:
+        import secrets
+        import subprocess
+
+        if self._stopping.is_set():
+            return
+        backend = self.backend_options or self.parse_backend_options({})
+        token = secrets.token_hex(16)
+        user = _run_user()
+        workdir = self.make_workdir(0o755)
+        try:
+            if user is not None:
+                name, _, uid, gids = user
+                os.chown(self._status_dir, uid, -1)
+                check_readable(self._paths_to_read(opts), name, uid, gids)
+                logger.info("mod_wsgi: Apache runs the app as user %s (serve was started as root without --user)",
+                            name)
+            entry = self.write_entry(opts, "mod_wsgi", token, filename="app.wsgi")
+            self._write_limits(opts)
+            processes, threads = self.sizes(opts)
+            if not (opts.is_set("workers") and opts.is_set("threads")):
+                logger.info("mod_wsgi: %d processes x %d threads", processes, threads)
+            root = os.path.join(workdir, "httpd")
+            listener = listeners[0]
+            address = listener.address
+            held = listener.sock
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                setup = self.setup_command(opts, entry, root, address.host, address.port,
+                                           None if user is None else (user[0], user[1]))
+                logger.debug("setting up: %s", " ".join(setup))
+                done = subprocess.run(setup, capture_output=True, check=False, timeout=120, env=_setup_env())
+                if done.returncode != 0:
+                    lines = [ln for ln in done.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+                    last = lines[-1] if lines else f"exit code {done.returncode}"
+                    raise ServerError(f"mod_wsgi-express setup-server failed: {last}")
+                # The race this backend cannot avoid: Apache binds the address itself, right after this.
+                held.close()
+                self.spawn([os.path.join(root, "apachectl"), "start", "-DFOREGROUND"], opts=opts)
+                target = probe_address(AnnouncedListener(listener, address=address))
+                try:
+                    started = self.wait_ready(functools.partial(probe_http, target, token), processes,
+                                              backend["ready_timeout"])
+                except ServerError:
+                    if not self._port_taken():
+                        raise
+                    if listener.bind.port != 0 or attempt == PORT_ATTEMPTS:
+                        raise BindError(
+                            f"cannot listen on {address}: address already in use (another program took the port"
+                            " between the launcher's check and Apache's start)") from None
+                    held, address = _free_port(address.host)
+                    logger.info("mod_wsgi: port taken before Apache bound it: trying %s", address)
+                    continue
+                if started:
+                    ready([AnnouncedListener(listener, address=address)])
+                break
+            self.wait_exit()
+        finally:
+            self.kill_if_running()
+            self.remove_workdir()
+
+    def _port_taken(self) -> bool:
+        lines = self._output.tail(50) if self._output is not None else []
+        return any("Address already in use" in line or "could not bind to address" in line for line in lines)
+
+    def _paths_to_read(self, opts: ServeOptions) -> list[tuple[str, str]]:
+        import launcher
+
+        paths = [("the interpreter", os.path.realpath(sys.executable)), ("the virtualenv", sys.prefix),
+                 ("the Python installation", sys.base_prefix),
+                 ("the launcher", os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__)))),
+                 ("the working directory", os.getcwd()), ("the server root", self._workdir)]
+        paths += [("--pythonpath", os.path.abspath(p)) for p in opts.pythonpath]
+        spec = str(opts.app).partition(":")[0]
+        if spec.endswith(".py") or os.sep in spec:
+            paths.append(("the app file", os.path.abspath(spec)))
+        return paths
+
+    def kill_if_running(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self.kill()
+
+
+def _free_port(host: str) -> tuple[Any, Any]:
+    """A new socket bound to ``host:0`` (held until Apache starts) and its address."""
+    import socket
+
+    from launcher.options import Bind
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock, Bind("tcp", host=host, port=sock.getsockname()[1])
+
+
+def _setup_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LANG"] = env["LC_ALL"] = "C.UTF-8"
+    return env

@@ -1,0 +1,1288 @@
+"""uWSGI: the server as its own program (``pyuwsgi``), built a command line and supervised.
+
+Packaging: the ``pyuwsgi`` wheel, not the ``uwsgi`` sdist.  pyuwsgi is uWSGI 2.0 compiled as a
+Python extension, shipped as manylinux wheels (cp311 x86_64 among them): it installs in seconds
+with no compiler, no Python headers and no libpcre/libssl dev packages, whereas ``pip install
+uwsgi`` compiles for ~35 s and fails without them.  It is still the whole uWSGI: its ``uwsgi``
+console script (``pyuwsgi.run()``) takes the same command line.  The backend runs it as
+``python -c 'import pyuwsgi; pyuwsgi.run()' ARGS`` with the launcher's own interpreter, so it always
+runs the interpreter and virtualenv the launcher runs in.
+
+The command line built (common option -> uWSGI option)::
+
+    --strict --master --lazy-apps --need-app --single-interpreter --enable-threads --disable-logging
+    --http11-socket fd://N      each launcher socket, HTTP/1.1 with keep-alive (the default)
+    --http-socket fd://N        with --keepalive 0 (uWSGI then closes every connection)
+    --socket fd://N             with -o protocol=uwsgi (nginx's uwsgi_pass)
+    --processes W --threads T   --workers, --threads
+    --harakiri S                --timeout (0: off)
+    --socket-timeout K          --keepalive: how long a worker thread waits for the next request
+    --max-requests N            --max-requests (the worker re-imports the app, --lazy-apps)
+    (entry file)                --limit-request-body: 413 above it (Content-Length or chunked)
+    --listen B                  --backlog (the launcher's socket already has it)
+    --worker-reload-mercy G     --graceful-timeout (+1 s: the launcher enforces the deadline)
+    --buffer-size 32768         request heads up to 32 KiB (uWSGI's 4 KiB drops big cookies silently)
+    --hook-master-start "unix_signal:15 gracefully_kill_them_all"   (and :2, see below)
+    --wsgi-file ENTRY.py        a generated entry file, see below
+
+``-o NAME=VALUE`` reaches any other uWSGI option by its own name (``-o thunder-lock=true``,
+``-o offload-threads=2``), checked against ``uwsgi --help``: a typo names the closest option, the
+options the launcher owns name the common option to use instead; ``true`` gives a flag, ``false``
+leaves it out.  Two keys are the backend's own: ``protocol`` (``http`` or ``uwsgi``) and
+``ready_timeout`` (seconds to wait for the first answer, default 60).
+
+--root-path, --proxy-headers, --access-log and --health-path are the launcher's middleware, run in
+each worker: uWSGI's ``--mount /prefix=app --manage-script-name`` was considered for --root-path,
+but it answers 404 outside the prefix where every other backend leaves a path a front server
+already stripped alone, so the shared RootPath keeps them all identical.  Not mapped, so refused
+before start when set: --connections (uWSGI has no connection limit: one connection per thread),
+--header-timeout (uWSGI's one socket timeout is already --keepalive's) and --limit-request-line /
+-fields / -field-size (uWSGI reads the whole head into one --buffer-size buffer and drops a bigger
+head without an answer).
+A unix socket's mode is set by the launcher when it binds (``unix:PATH:0660``): uWSGI's
+``--chmod-socket`` only applies to sockets it binds itself.
+
+The app is imported by each worker after the fork (``--lazy-apps``) through the launcher's own
+importer: the generated entry file calls :func:`child_app`, which rebuilds the launcher's options
+from a JSON file, imports the spec with :func:`launcher.importer.import_app` (same spec forms, same
+messages) and wraps the same middleware, then marks the worker loaded in a status directory.  A
+failing import writes its message there; the launcher stops uWSGI and raises it as
+:class:`~launcher.errors.AppImportError` (the user's own traceback printed first), one line.
+
+Traps handled, and why:
+
+* SIGTERM.  With ``--master`` uWSGI takes SIGTERM as "reload" and stays up; SIGINT kills the workers
+  at once.  A master-start hook maps both to ``gracefully_kill_them_all``: workers stop accepting,
+  finish their requests, exit, and the master exits 0 (4 of 4 in-flight 2 s requests answered).
+  The launcher forwards its own SIGTERM/SIGINT as a SIGTERM to the master and enforces
+  --graceful-timeout itself: past it the whole uWSGI process group is killed and the exit code is 1.
+* Process group.  Ctrl-C in a terminal signals the whole foreground group, and uWSGI *workers* die
+  on SIGINT whatever the master's hooks say (measured: 4 of 4 in-flight requests dropped).  So uWSGI
+  runs in a process group of its own and only the launcher receives terminal signals; it dies with
+  the launcher (``PR_SET_PDEATHSIG``: the master is killed, its workers follow within a second).
+* Sockets.  The launcher binds, so a busy port, port 0 and a live or stale unix socket are reported
+  as for every backend (uWSGI itself silently takes over a unix socket path a live server holds).
+  uWSGI adopts an inherited descriptor given as ``fd://N``; unix socket files are removed by the
+  launcher, not by uWSGI's ``--vacuum``.
+* Errors.  An app that raises before its body starts gets no answer at all from uWSGI (it closes
+  the connection), and uWSGI's ``start_response`` fails when given ``exc_info``.  The entry file
+  hands the status and headers to uWSGI only with the first body byte (PEP 3333 allows the delay),
+  so until then it can still answer 500 (logged with the traceback); after it, the connection is
+  reset (SO_LINGER 0), so the client sees a broken response, never a short one that looks complete
+  (a FIN would complete a close-delimited HTTP/1.0 body).
+* Keep-alive.  The plain ``--http-socket`` closes every connection after one response (every wrk
+  request here ended in a read error), so HTTP/1.1 keep-alive (``--http11-socket``) is the default.
+  Its HTTP/1.1 is incomplete, and the entry file completes it for each request: a response without
+  Content-Length is sent chunked to HTTP/1.1 clients (uWSGI would keep the connection open with no
+  way to find the end: the client waited for the socket timeout, 4 s), a one-chunk list gets a
+  Content-Length instead, a HEAD response loses the body uWSGI would send,
+  a chunked request body is read through ``uwsgi.chunked_read()`` (uWSGI gives the app an empty
+  body and would parse the rest as the next request; an unread rest is drained, up to 1 MiB, or the
+  connection is shut down).  CL together with Transfer-Encoding, or a coding other than chunked, is
+  refused with 400.  On SIGTERM, idle keep-alive connections are closed (see :class:`StopWatch`).
+* Proxy headers.  uWSGI sets ``wsgi.url_scheme`` from X-Forwarded-Proto and X-Forwarded-Ssl sent
+  by any client (measured): the entry file resets it to ``http`` on HTTP sockets, and on uwsgi
+  sockets derives it only from the front server's own variables (HTTPS, REQUEST_SCHEME,
+  UWSGI_SCHEME); --proxy-headers then applies the launcher's peer-checked rules.  On a unix socket
+  uWSGI reports the peer as REMOTE_ADDR 0.0.0.0, which --forwarded-allow-ips would take for an IP
+  address: it is emptied, so ``unix`` in the allow-list matches as with other backends.  uWSGI also folds
+  ``X_Forwarded_For`` into HTTP_X_FORWARDED_FOR (merged with the real header): with
+  --proxy-headers, make sure the proxy in front drops header names with underscores (nginx does).
+* Readiness.  The launcher's socket accepts connections before any worker has imported the app, so
+  a connect proves nothing: the launcher waits until every worker has marked itself loaded, then
+  sends one real request carrying a random token (``X-Launcher-Probe``) that the entry file answers
+  with 204 without calling the app, the access log or the middleware; only then the startup line
+  and the ready file.  uWSGI's own start-up output is held back (shown with --log-level debug, or in
+  the error when it fails); after readiness its output is passed on to stderr.
+* nginx's ``uwsgi_modifier1 30`` (the Flask guide's uwsgi_pass configuration, which sends
+  SCRIPT_NAME=/yourapplication with the full path in PATH_INFO) is ignored by this uWSGI: PATH_INFO
+  keeps the prefix.  Run with ``--root-path /yourapplication``: the launcher's RootPath keeps
+  SCRIPT_NAME and strips the prefix from PATH_INFO (checked with hand-built packets).
+* pyuwsgi sets ``sys.executable`` to the base interpreter (/usr/bin/python3.11), so an app starting
+  ``sys.executable`` (multiprocessing, subprocess) would lose the virtualenv: the entry file
+  restores the launcher's.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import sys
+import threading
+import time
+
+from backends.base import Backend
+from launcher.errors import AppImportError, OptionError, ServerError
+from launcher.log import logger
+from launcher.options import closest
+from launcher.sockets import Listener
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any, ClassVar
+
+    from backends.base import Ready, WSGIApp
+    from launcher.options import Bind, ServeOptions
+
+#: The probe header a server's entry file answers with 204 when it carries the run's token.
+PROBE_HEADER = "X-Launcher-Probe"
+PROBE_ENVIRON = "HTTP_X_LAUNCHER_PROBE"
+#: Seconds given to a program to answer before the start is called failed (-o ready_timeout).
+READY_TIMEOUT = 60.0
+#: Lines of a program's output kept for error messages.
+OUTPUT_TAIL = 200
+#: A chunked request body the app left unread is drained up to this much before the connection is
+#: shut down instead (so a keep-alive connection never parses body bytes as a request).
+DRAIN_LIMIT = 1 << 20
+
+
+# =========================================================================== shared: a server that
+# runs as its own program (also the base of backends/mod_wsgi.py)
+
+
+class AnnouncedListener(Listener):
+    """A listener whose address is fixed when it is made, so the startup line and the ready file
+    can name a socket the launcher no longer holds (mod_wsgi: Apache binds the port itself)."""
+
+    __slots__ = ("_fixed",)
+
+    def __init__(self, listener: Listener, address: Bind | None = None) -> None:
+        super().__init__(listener.bind, listener.sock, listener.inode)
+        self._fixed = address if address is not None else listener.address
+
+    @property
+    def address(self) -> Bind:
+        return self._fixed
+
+    @property
+    def is_unix(self) -> bool:
+        return self._fixed.kind == "unix"
+
+    def url(self, scheme: str = "http") -> str:
+        return self._fixed.url(scheme)
+
+
+class ProgramOutput:
+    """Reads a program's merged stdout/stderr: held back (last lines kept) until :meth:`go_live`,
+    then passed on to the launcher's stderr line by line."""
+
+    def __init__(self, stream: Any, live: bool = False) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
+        self._live = live
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), name="program-output", daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with self._lock:
+                self.lines.append(line)
+                live = self._live
+            if live:
+                _write_stderr(line + "\n")
+        stream.close()
+
+    def go_live(self) -> None:
+        with self._lock:
+            self._live = True
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def tail(self, count: int = 20) -> list[str]:
+        with self._lock:
+            return [line for line in list(self.lines)[-count:] if line.strip()]
+
+
+def _write_stderr(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class ProgramBackend(Backend):
+    """A backend that runs the server as a separate program (uWSGI, Apache) in its own process
+    group: the launcher binds (or checks) the sockets, writes an entry file that imports the app
+    through the launcher's importer, starts the program, announces once it answers, forwards the
+    stop as the program's graceful signal and enforces --graceful-timeout."""
+
+    native_workers = True
+    drains_itself = True
+    load_in_workers = True
+    #: the program's name in messages
+    program: ClassVar[str] = ""
+    #: signal that makes the program drain and exit 0
+    graceful_signal: ClassVar[int] = signal.SIGTERM
+    #: signal the program gets when the launcher dies (PR_SET_PDEATHSIG)
+    death_signal: ClassVar[int] = signal.SIGKILL
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._output: ProgramOutput | None = None
+        self._workdir = ""
+        self._status_dir = ""
+        self._killed = False
+
+    def check(self, opts: ServeOptions) -> None:
+        super().check(opts)
+        if not isinstance(opts.app, str):
+            raise OptionError(
+                f"backend '{self.name}' runs the app in its own server processes, which cannot receive"
+                " a Python object: give the app as an import string, e.g. launch('myproject.wsgi:app', ...)"
+            )
+
+    # ------------------------------------------------------------------ files the program reads
+
+    def make_workdir(self, mode: int = 0o700) -> str:
+        import tempfile
+
+        _sweep_workdirs(tempfile.gettempdir(), self.name)
+        # The pid in the name lets the next start remove it should this process be killed.
+        self._workdir = tempfile.mkdtemp(prefix=f"serve-{self.name}-{os.getpid()}-")
+        os.chmod(self._workdir, mode)
+        self._status_dir = os.path.join(self._workdir, "status")
+        os.mkdir(self._status_dir, 0o700)
+        return self._workdir
+
+    def remove_workdir(self) -> None:
+        if self._workdir:
+            import shutil
+
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = ""
+
+    def write_entry(self, opts: ServeOptions, mode: str, token: str, filename: str = "entry.py") -> str:
+        """Write the JSON config and the entry file the program imports; return the entry path."""
+        import json
+
+        config = {
+            "app": opts.app,
+            "options": {name: _jsonable(getattr(opts, name)) for name in sorted(opts.explicit)},
+            "cwd": os.getcwd(),
+            "pythonpath": [os.path.abspath(p) for p in opts.pythonpath],
+            "mode": mode,
+            "token": token,
+            "status_dir": self._status_dir,
+            "executable": sys.executable,
+        }
+        config_path = os.path.join(self._workdir, "config.json")
+        with open(config_path, "w", encoding="utf-8") as fh:
+            json.dump(config, fh)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        entry = os.path.join(self._workdir, filename)
+        with open(entry, "w", encoding="utf-8") as fh:
+            fh.write(
+                f"# Written by wsgi-launcher: {self.program} imports this in each of its processes.\n"
+                "import sys\n"
+                f"if {root!r} not in sys.path:\n"
+                f"    sys.path.append({root!r})\n"
+                "from backends.uwsgi import child_app\n"
+                f"application = child_app({config_path!r})\n"
+            )
+        for path in (config_path, entry):
+            os.chmod(path, 0o644)
+        return entry
+
+    # ------------------------------------------------------------------ running the program
+
+    def spawn(self, argv: list[str], *, pass_fds: tuple[int, ...] = (), opts: ServeOptions) -> subprocess.Popen[bytes]:
+        import subprocess
+
+        setup = _child_setup(self.death_signal)
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                pass_fds=pass_fds, preexec_fn=setup, env=_child_env(),
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot start {self.program} ({argv[0]}): {exc.strerror or exc}") from None
+        self._proc = proc
+        self._killed = False
+        self._output = ProgramOutput(proc.stdout, live=opts.log_level == "debug")
+        if self._stopping.is_set():  # a stop arrived while it was being started
+            self._signal(self.graceful_signal)
+        return proc
+
+    def wait_ready(self, probe: Callable[[], bool], workers: int, timeout: float) -> bool:
+        """Wait until every worker loaded the app and ``probe()`` got the entry file's answer.
+
+        Returns False when a stop arrived first; raises when the program failed or the app did not
+        import (the program is then killed).
+        """
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            failure = self._read_failure()
+            if failure is not None:
+                self.kill()
+                raise failure
+            code = proc.poll()
+            if code is not None:
+                if self._stopping.is_set():
+                    return False
+                raise self.early_exit(code)
+            if self._stopping.is_set():
+                return False
+            if self._loaded() >= workers and probe():
+                return True
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise ServerError(
+                    f"{self.program} did not answer within {timeout:g}s (-o ready_timeout=SECONDS waits longer)"
+                    f"{self._last_words()}"
+                )
+            time.sleep(0.03)
+
+    def early_exit(self, code: int) -> ServerError:
+        """The error for a program that exited before it was ready (its last output line attached)."""
+        if self._output is not None:
+            self._output.join(1.0)
+        how = f"with code {code}" if code >= 0 else f"on signal {signal.Signals(-code).name}"
+        return ServerError(f"{self.program} exited {how} before it was ready{self._last_words()}")
+
+    def _last_words(self) -> str:
+        lines = self._output.tail(8) if self._output is not None else []
+        meaningful = [line.strip() for line in lines if not _boilerplate(line)]
+        if not meaningful:
+            return " (no output; run with --log-level debug to see everything it prints)"
+        return f": {meaningful[-1]} (run with --log-level debug to see everything it prints)"
+
+    def _loaded(self) -> int:
+        try:
+            return sum(1 for name in os.listdir(self._status_dir) if name.startswith("loaded."))
+        except OSError:
+            return 0
+
+    def _read_failure(self) -> AppImportError | None:
+        import json
+
+        path = os.path.join(self._status_dir, "error.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        if data.get("traceback"):
+            _write_stderr(str(data["traceback"]).rstrip("\n") + "\n")
+        return AppImportError(str(data.get("message") or "the app failed to import"), str(data.get("part") or "spec"))
+
+    def wait_exit(self) -> int:
+        """Pass the program's output on, wait for it to exit, and judge the exit."""
+        proc = self._proc
+        assert proc is not None and self._output is not None
+        self._output.go_live()
+        code = proc.wait()
+        self._output.join(2.0)
+        if self._stopping.is_set():
+            if not self._killed and code != 0:
+                raise ServerError(f"{self.program} exited with code {code} while stopping{self._last_words()}")
+            return code
+        raise ServerError(f"{self.program} exited unexpectedly (code {code}){self._last_words()}")
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self, timeout: float) -> None:
+        """Called from the signal handler: ask the program to drain, enforce the deadline."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        try:  # the server processes' StopWatch: drain state, idle keep-alive connections closed
+            with open(os.path.join(self._status_dir, "stopping"), "w"):
+                pass
+        except OSError:
+            pass
+        self._signal(self.graceful_signal)
+        threading.Thread(target=self._enforce_deadline, args=(timeout,), name="launcher-deadline",
+                         daemon=True).start()
+
+    def _enforce_deadline(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.returncode is not None or not _alive(proc.pid):
+                return
+            time.sleep(0.05)
+        proc = self._proc
+        if proc is not None and _alive(proc.pid):
+            # The program's own count of running requests is not visible from here: at least one.
+            self.cut_off = max(self.cut_off, 1)
+            logger.warning("%s still busy after %gs: stopping it now", self.program, timeout)
+            self.kill()
+
+    def _signal(self, sig: int) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """Kill the program's whole process group at once."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._killed = True
+        for kill in (os.killpg, os.kill):  # the group, and the program itself should it have none
+            try:
+                kill(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            proc.wait(5)
+        except Exception:  # a zombie we cannot reap is not worth a traceback
+            pass
+
+
+def _sweep_workdirs(base: str, name: str) -> None:
+    """Remove the private directories of launchers that were killed before they could."""
+    import re
+    import shutil
+
+    pattern = re.compile(rf"serve-{re.escape(name)}-(\d+)-\w+$")
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = os.path.join(base, entry)
+        try:
+            if os.lstat(path).st_uid == os.geteuid():
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (reaped or not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
+
+
+def _child_setup(death_signal: int) -> Callable[[], None]:
+    """A preexec function: a process group of its own, and death with the launcher."""
+    import threading as _threading
+
+    libc: Any = None
+    if _threading.current_thread() is _threading.main_thread():
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only safe from the main thread.
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            libc = None
+
+    def setup() -> None:
+        os.setpgid(0, 0)
+        if libc is not None:
+            libc.prctl(1, death_signal, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    return setup
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Not the program's to adopt: uWSGI would take systemd's sockets as its own.
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
+        env.pop(key, None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _jsonable(value: Any) -> Any:
+    from launcher.options import Bind
+
+    if isinstance(value, Bind):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+_BOILERPLATE = ("***", "WARNING: you are running uWSGI as root", "uWSGI running as root", "getopt_long() error")
+
+
+def _boilerplate(line: str) -> bool:
+    text = line.strip()
+    return not text or any(text.startswith(prefix) for prefix in _BOILERPLATE)
+
+
+def probe_address(listener: Listener) -> tuple[int, Any]:
+    """(family, sockaddr) to reach ``listener`` from this host: a wildcard host means loopback."""
+    import socket
+
+    address = listener.address
+    if address.kind == "unix":
+        return socket.AF_UNIX, address.path
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address.host, address.host)
+    if ":" in host:
+        return socket.AF_INET6, (host, address.port, 0, 0)
+    return socket.AF_INET, (host, address.port)
+
+
+def probe_http(target: tuple[int, Any], token: str, timeout: float = 2.0) -> bool:
+    """One HTTP/1.0 request with the probe header: True when the entry file answered 204."""
+    request = f"GET / HTTP/1.0\r\nHost: localhost\r\n{PROBE_HEADER}: {token}\r\n\r\n".encode("ascii")
+    return _round_trip(target, request, timeout)
+
+
+def uwsgi_packet(variables: dict[str, str], modifier1: int = 0, modifier2: int = 0) -> bytes:
+    """A uwsgi-protocol request: a 4-byte header (modifier1, little-endian u16 size, modifier2) then
+    each key and value preceded by its little-endian u16 length."""
+    import struct
+
+    body = b"".join(
+        struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+        for k, v in ((key.encode("latin-1"), value.encode("latin-1")) for key, value in variables.items())
+    )
+    return struct.pack("<BHB", modifier1, len(body), modifier2) + body
+
+
+def probe_uwsgi(target: tuple[int, Any], token: str, timeout: float = 2.0) -> bool:
+    """One uwsgi-protocol request with the probe variable: True when the entry file answered 204."""
+    packet = uwsgi_packet({
+        "REQUEST_METHOD": "GET", "REQUEST_URI": "/", "PATH_INFO": "/", "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.0", "SERVER_NAME": "localhost", "SERVER_PORT": "0",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", PROBE_ENVIRON: token,
+    })
+    return _round_trip(target, packet, timeout)
+
+
+def _round_trip(target: tuple[int, Any], request: bytes, timeout: float) -> bool:
+    import socket
+
+    family, sockaddr = target
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            sock.sendall(request)
+            data = b""
+            while b"\r\n" not in data and len(data) < 1024:
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return False
+    status_line = data.partition(b"\r\n")[0].split()
+    return len(status_line) >= 2 and status_line[0].startswith(b"HTTP/") and status_line[1] == b"204"
+
+
+# =========================================================================== in the server processes
+
+
+def child_app(config_path: str) -> WSGIApp:
+    """Import the app in a server process exactly as the launcher would, wrapped for that server.
+
+    Called by the generated entry file.  On failure the importer's message goes to the status
+    directory for the launcher to report, and the exception propagates (uWSGI's --need-app then
+    stops the whole server).
+    """
+    import json
+
+    with open(config_path, encoding="utf-8") as fh:
+        config = json.load(fh)
+    status_dir = config["status_dir"]
+    if config["mode"] != "mod_wsgi" and config.get("executable"):
+        # pyuwsgi reports the base interpreter (/usr/bin/python3.11), not the virtualenv's, so an
+        # app starting `sys.executable` (multiprocessing, subprocess) would lose its packages.
+        sys.executable = config["executable"]
+    try:
+        for path in reversed(config["pythonpath"]):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        from launcher import importer, middleware
+        from launcher.options import resolve
+
+        opts = resolve(config["app"], cli=config["options"], env={}, use_file=False)
+        app = middleware.wrap(importer.import_app(config["app"], cwd=config["cwd"]), opts)
+        if config["mode"] == "mod_wsgi":
+            _access_log_to_fd2(app)
+    except AppImportError as exc:
+        _report_failure(status_dir, str(exc), exc.part, exc.__cause__)
+        raise
+    except Exception as exc:
+        _report_failure(status_dir, f"{type(exc).__name__}: {exc}", "spec", None)
+        raise
+    adapted = Adapter(app, config["token"], config["mode"], opts.limit_request_body)
+    adapted.connections = StopWatch(status_dir, keepalive=config["mode"] == "http11").start()
+    try:
+        with open(os.path.join(status_dir, f"loaded.{os.getpid()}"), "w"):
+            pass
+    except OSError:
+        pass
+    return adapted
+
+
+def _report_failure(status_dir: str, message: str, part: str, cause: BaseException | None) -> None:
+    import json
+
+    trace = ""
+    if part == "user-import" and cause is not None:
+        import traceback
+
+        trace = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    tmp = os.path.join(status_dir, f"error.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"message": message, "part": part, "traceback": trace}, fh)
+        os.replace(tmp, os.path.join(status_dir, "error.json"))
+    except OSError:
+        pass
+
+
+def _access_log_to_fd2(app: Any) -> None:
+    """mod_wsgi turns ``sys.stderr`` into its error log, one prefixed entry per line: give the
+    launcher's access log the process's real stderr (the server's log stream) instead."""
+    from launcher.middleware import AccessLog
+
+    stream = None
+    node = app
+    for _ in range(16):
+        if isinstance(node, AccessLog):
+            if stream is None:
+                stream = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+            node.stream = stream
+        node = getattr(node, "app", None)
+        if node is None:
+            break
+
+
+class Adapter:
+    """The outermost layer in a server process: the readiness probe, and what the server's own
+    HTTP handling lacks (``mode``: "http11", "http", "uwsgi" or "mod_wsgi")."""
+
+    def __init__(self, app: WSGIApp, token: str, mode: str, limit: int = 0) -> None:
+        self.app = app
+        self.token = token.encode("ascii")
+        self.mode = mode
+        #: --limit-request-body (0: none)
+        self.limit = limit
+        self.connections: StopWatch | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        probe = environ.get(PROBE_ENVIRON)
+        if probe is not None:
+            import hmac
+
+            if hmac.compare_digest(str(probe).encode("latin-1", "replace"), self.token):
+                start_response("204 No Content", [])
+                return []
+        if self.mode == "mod_wsgi":  # Apache's HTTP handling needs nothing more
+            result: Iterable[bytes] = self.app(environ, start_response)
+            return result
+        if self.connections is not None:
+            self.connections.begin()
+        return _Exchange(self.app, environ, start_response, self.mode, self.limit).run()
+
+
+class StopWatch:
+    """In each server process: notices the launcher's stop (a file in the status directory), sets
+    the launcher's ``draining`` flag (--health-path then answers 503), and on uWSGI HTTP/1.1 sockets
+    closes the keep-alive connections that wait idle for another request.
+
+    uWSGI's graceful stop waits for every worker thread, and a thread holding an idle keep-alive
+    connection waits for the next request until the socket timeout (--keepalive): the drain took
+    --keepalive seconds with one idle client, and past --graceful-timeout it would count as cut off.
+    So each thread's connection is recorded when a request begins and marked idle by uWSGI's
+    ``after_req_hook``; on stop the idle ones are shut down, the busy ones right after their response.
+    """
+
+    def __init__(self, status_dir: str, *, keepalive: bool) -> None:
+        self.path = os.path.join(status_dir, "stopping")
+        self.keepalive = keepalive
+        self.lock = threading.Lock()
+        self.stopping = False
+        #: thread ident -> [fd, socket inode, busy]
+        self.connections: dict[int, list[int]] = {}
+        self.previous_hook: Any = None
+
+    def start(self) -> StopWatch:
+        if self.keepalive:
+            import uwsgi
+
+            self.previous_hook = getattr(uwsgi, "after_req_hook", None)
+            uwsgi.after_req_hook = self.after_request
+        threading.Thread(target=self._watch, name="launcher-stopwatch", daemon=True).start()
+        return self
+
+    def begin(self) -> None:
+        if not self.keepalive:
+            return
+        try:
+            import uwsgi
+
+            fd = uwsgi.connection_fd()
+            inode = os.fstat(fd).st_ino
+        except Exception:
+            return
+        ident = threading.get_ident()
+        with self.lock:
+            self.connections[ident] = [fd, inode, 1]
+
+    def after_request(self) -> None:
+        try:
+            if self.previous_hook is not None:
+                self.previous_hook()
+        finally:
+            with self.lock:
+                entry = self.connections.get(threading.get_ident())
+                if entry is not None:
+                    entry[2] = 0
+                stopping = self.stopping
+            if stopping and entry is not None:
+                _shutdown_fd(entry[0], entry[1])
+
+    def _watch(self) -> None:
+        while not os.path.exists(self.path):
+            time.sleep(0.1)
+        from launcher.drain import draining
+
+        draining.set()
+        with self.lock:
+            self.stopping = True
+            idle = [(fd, inode) for fd, inode, busy in self.connections.values() if not busy]
+        for fd, inode in idle:
+            _shutdown_fd(fd, inode)
+
+
+def _shutdown_fd(fd: int, inode: int) -> None:
+    """Shut down connection ``fd`` if it is still the socket ``inode`` (fd numbers are reused)."""
+    import socket
+
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _front_scheme(environ: dict[str, Any]) -> str:
+    """The scheme a front server (nginx uwsgi_params) states in its own variables, never a header."""
+    if str(environ.get("HTTPS", "")).lower() in ("on", "1", "yes"):
+        return "https"
+    for key in ("REQUEST_SCHEME", "UWSGI_SCHEME"):
+        value = str(environ.get(key, "")).lower()
+        if value in ("http", "https"):
+            return value
+    return "http"
+
+
+def _no_body(status: str) -> bool:
+    code = status[:3]
+    return code.startswith("1") or code in ("204", "304")
+
+
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+class _Exchange:
+    """One request on a uWSGI socket, completed where uWSGI falls short: a 500 for an app that
+    fails before its body starts (uWSGI just closes the connection, and its ``start_response``
+    cannot take ``exc_info``), and on HTTP sockets proper HTTP/1.1 framing (chunked bodies both
+    ways, HEAD without a body).  The headers reach uWSGI only with the first body byte (or at the
+    end), as PEP 3333 allows, so until then the response can still become a 500."""
+
+    def __init__(self, app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any], mode: str,
+                 limit: int = 0) -> None:
+        self.app = app
+        self.limit = limit
+        self.environ = environ
+        self.server_start_response = start_response
+        self.http = mode != "uwsgi"
+        # Chunked framing for an HTTP/1.1 client whatever the socket: the end of the body is then
+        # explicit, so a client tells a complete response from one cut by an error.
+        self.can_chunk = self.http and environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+        self.head = self.http and environ.get("REQUEST_METHOD") == "HEAD"
+        self.pending: tuple[str, list[tuple[str, str]]] | None = None
+        self.server_write: Callable[[bytes], Any] | None = None
+        self.chunked = False
+        self.body_sent = False
+        self.body_in: ChunkedInput | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.server_write is not None
+
+    def run(self) -> Iterable[bytes]:
+        environ = self.environ
+        length = str(environ.get("CONTENT_LENGTH") or "0")
+        if self.limit and length.isdigit() and int(length) > self.limit:
+            return self._refuse("413 Content Too Large", b"Content Too Large\n")
+        if not self.http:
+            environ["wsgi.url_scheme"] = _front_scheme(environ)
+        else:
+            environ["wsgi.url_scheme"] = "http"  # no TLS on these sockets, whatever the headers say
+            if environ.get("REMOTE_ADDR") == "0.0.0.0":
+                # uWSGI's stand-in for a unix socket peer: no address, as --forwarded-allow-ips "unix" expects
+                environ["REMOTE_ADDR"] = ""
+            te = environ.get("HTTP_TRANSFER_ENCODING")
+            if te is not None:
+                codings = [c.strip().lower() for c in str(te).split(",")]
+                if codings[-1] != "chunked" or codings.count("chunked") != 1 or environ.get("CONTENT_LENGTH"):
+                    return self._refuse("400 Bad Request", b"Bad Request: unsupported Transfer-Encoding\n")
+                self.body_in = ChunkedInput(self.limit)
+                environ["wsgi.input"] = self.body_in
+                environ["wsgi.input_terminated"] = True
+                environ.pop("CONTENT_LENGTH", None)
+        try:
+            result: Iterable[bytes] = self.app(environ, self.start_response)
+        except Exception:
+            return self.failed()
+        if self.pending is not None and not self.committed and isinstance(result, (list, tuple)):
+            # The whole body is known: one chunk gets a Content-Length rather than chunked framing.
+            if len(result) == 1 and isinstance(result[0], bytes) and not _no_body(self.pending[0]):
+                self._add_length(len(result[0]))
+            self.commit()
+            if not (self.chunked or self.head or self.body_in is not None):
+                return result  # nothing to fix and nothing that can fail while uWSGI sends it
+        return _Body(self, result)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], Any]:
+        if exc_info is not None and self.committed:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.pending = (status, list(headers))
+        return self.write
+
+    def _add_length(self, length: int) -> None:
+        assert self.pending is not None
+        status, headers = self.pending
+        if not any(name.lower() in ("content-length", "transfer-encoding") for name, _ in headers):
+            self.pending = (status, [*headers, ("Content-Length", str(length))])
+
+    def commit(self) -> None:
+        """Hand the status and headers to uWSGI, deciding the framing."""
+        if self.committed:
+            return
+        if self.pending is None:
+            raise RuntimeError("the app sent a body without calling start_response")
+        status, headers = self.pending
+        names = {name.lower() for name, _ in headers}
+        self.chunked = (self.can_chunk and not self.head and not _no_body(status)
+                        and "content-length" not in names and "transfer-encoding" not in names)
+        if self.chunked:
+            headers = [*headers, ("Transfer-Encoding", "chunked")]
+        self.server_write = self.server_start_response(status, headers)
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's write(): framed like the iterable's chunks."""
+        if not data:
+            return
+        self.commit()
+        framed = self.frame(data)
+        if framed and self.server_write is not None:
+            self.server_write(framed)
+
+    def frame(self, data: bytes) -> bytes:
+        if self.head or not data:
+            return b""
+        self.body_sent = True
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+
+    def failed(self) -> list[bytes]:
+        """The app raised: answer 500 while no byte of the response is out (and log it)."""
+        import traceback
+
+        exc_info = sys.exc_info()
+        if isinstance(exc_info[1], BodyTooLarge) and not self.committed:
+            self.pending = ("413 Content Too Large", [("Content-Type", "text/plain"), ("Content-Length", "18")])
+            self.commit()
+            return [] if self.head else [b"Content Too Large\n"]
+        if self.committed:
+            # The headers (and maybe part of the body) are out: the client must see a broken
+            # response, not a short one.
+            _abort_connection()
+            raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]  # uWSGI logs it
+        errors = self.environ.get("wsgi.errors") or sys.stderr
+        try:
+            errors.write("".join(traceback.format_exception(*exc_info)))
+            errors.flush()
+        except Exception:  # a broken log stream must not hide the answer
+            pass
+        self.pending = ("500 Internal Server Error",
+                        [("Content-Type", "text/plain"), ("Content-Length", str(len(_ERROR_BODY)))])
+        self.commit()
+        return [] if self.head else [_ERROR_BODY]
+
+    def _refuse(self, status: str, body: bytes) -> Iterable[bytes]:
+        self.server_start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                            ("Connection", "close")])
+        return _Closing([body])
+
+
+class _Body:
+    """The response iterable of an :class:`_Exchange`: headers with the first body byte, framed
+    chunks, the end of a chunked body, a 500 for an error before the first byte, and no
+    half-read connection left behind."""
+
+    def __init__(self, exchange: _Exchange, result: Iterable[bytes]) -> None:
+        self.exchange = exchange
+        self.result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        exchange = self.exchange
+        try:
+            for data in self.result:
+                if data:
+                    exchange.commit()
+                    framed = exchange.frame(data)
+                    if framed:
+                        yield framed
+            if not exchange.committed:
+                if exchange.pending is not None and not _no_body(exchange.pending[0]):
+                    exchange._add_length(0)  # no body at all: say so rather than chunk nothing
+                exchange.commit()
+        except Exception:
+            yield from exchange.failed()  # re-raises once the headers are out
+            return
+        if exchange.chunked:
+            yield b"0\r\n\r\n"
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            body_in = self.exchange.body_in
+            if body_in is not None and not body_in.drain(DRAIN_LIMIT):
+                _shutdown_connection()
+
+
+class _Closing(list[bytes]):
+    """A list response after which the connection is shut down (uWSGI ignores Connection: close)."""
+
+    def close(self) -> None:
+        _shutdown_connection()
+
+
+def _abort_connection() -> None:
+    """Make uWSGI reset the current connection: no FIN that would make a close-delimited body look
+    complete, and no reuse of a keep-alive connection in the middle of a chunked body."""
+    import socket
+    import struct
+
+    try:
+        import uwsgi
+
+        sock = socket.socket(fileno=os.dup(uwsgi.connection_fd()))
+    except Exception:  # not under uWSGI, or no connection
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+        sock.shutdown(socket.SHUT_RD)  # uWSGI's next read sees the end: it closes instead of reusing
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _shutdown_connection() -> None:
+    """Shut the current uWSGI connection down after what was already written: uWSGI then reads EOF
+    and closes it instead of parsing leftover bytes as another request."""
+    import socket
+
+    try:
+        import uwsgi
+
+        fd = uwsgi.connection_fd()
+        sock = socket.socket(fileno=os.dup(fd))
+    except Exception:  # not under uWSGI, or no connection: nothing to shut down
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class BodyTooLarge(OSError):
+    """A chunked request body grew past --limit-request-body (answered 413 if the app lets it go)."""
+
+
+class ChunkedInput:
+    """``wsgi.input`` for a chunked request body on a uWSGI HTTP socket, read with uWSGI's own
+    ``uwsgi.chunked_read()`` (uWSGI hands the app an empty body otherwise)."""
+
+    def __init__(self, limit: int = 0) -> None:
+        self._buffer = b""
+        self.done = False
+        self.limit = limit
+        self.received = 0
+        self.truncated = False
+
+    def _more(self) -> bool:
+        if self.done:
+            return False
+        import uwsgi
+
+        chunk = uwsgi.chunked_read()
+        if not chunk:
+            self.done = True
+            return False
+        self.received += len(chunk)
+        if self.limit and self.received > self.limit:
+            self.done = self.truncated = True  # the rest stays unread: the connection is shut down
+            raise BodyTooLarge(f"request body larger than --limit-request-body ({self.limit} bytes)")
+        self._buffer += chunk
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._more():
+                pass
+            data, self._buffer = self._buffer, b""
+            return data
+        while len(self._buffer) < size and self._more():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while b"\n" not in self._buffer and (size is None or size < 0 or len(self._buffer) < size) and self._more():
+            pass
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def drain(self, limit: int) -> bool:
+        """Read and drop the rest of the body, up to ``limit`` bytes; True when it all arrived."""
+        dropped = len(self._buffer)
+        self._buffer = b""
+        try:
+            while dropped <= limit and self._more():
+                dropped += len(self._buffer)
+                self._buffer = b""
+        except Exception:  # a broken body: the connection is shut down instead
+            return False
+        return self.done and not self.truncated
+
+
+# =========================================================================== the uWSGI backend
+
+#: uWSGI options the launcher sets, and the common option to use instead of ``-o``.
+OWNED = {
+    "socket": "--bind", "uwsgi-socket": "--bind", "http-socket": "--bind", "http11-socket": "--bind",
+    "https-socket": "--bind", "fastcgi-socket": "--bind", "scgi-socket": "--bind", "shared-socket": "--bind",
+    "http": "--bind", "https": "--bind", "chmod-socket": "--bind unix:PATH:MODE", "listen": "--backlog",
+    "processes": "--workers", "workers": "--workers", "threads": "--threads", "harakiri": "--timeout",
+    "socket-timeout": "--keepalive", "max-requests": "--max-requests",
+    "worker-reload-mercy": "--graceful-timeout", "reload-mercy": "--graceful-timeout",
+    "module": "the app spec", "wsgi-file": "the app spec", "callable": "the app spec", "file": "the app spec",
+    "wsgi": "the app spec", "mount": "--root-path", "manage-script-name": "--root-path",
+    "chdir": "--chdir", "pythonpath": "--pythonpath", "python-path": "--pythonpath", "pp": "--pythonpath",
+    "uid": "--user", "gid": "--group", "umask": "--umask",
+    "log-x-forwarded-for": "--proxy-headers", "enable-proxy-protocol": "--proxy-headers",
+    "disable-logging": "--access-log", "master": "(always on)", "lazy-apps": "(always on)",
+    "lazy": "(always on)", "need-app": "(always on)", "strict": "(always on)",
+    "hook-master-start": "(the launcher's stop)",
+    "die-on-term": "(the launcher's stop)", "daemonize": "(the launcher runs in the foreground)",
+    "daemonize2": "(the launcher runs in the foreground)", "vacuum": "(the launcher removes its unix sockets)",
+    "ini": "single -o options", "yaml": "single -o options", "yml": "single -o options", "json": "single -o options",
+    "xml": "single -o options", "xmlconfig": "single -o options", "inherit": "single -o options",
+    "include": "single -o options", "config": "single -o options",
+}
+BACKEND_KEYS = ("protocol", "ready_timeout")
+_TRUE = ("true", "yes", "on", "")
+_FALSE = ("false", "no", "off")
+#: Runs uWSGI from the pyuwsgi module with the launcher's own interpreter.
+PYUWSGI_MAIN = "import sys, pyuwsgi; sys.argv[0] = 'uwsgi'; sys.exit(pyuwsgi.run())"
+
+
+def uwsgi_command() -> list[str]:
+    """The command that runs uWSGI (before its options)."""
+    return [sys.executable, "-c", PYUWSGI_MAIN]
+
+
+_KNOWN: set[str] = set()
+
+
+def uwsgi_options() -> set[str]:
+    """Every option name ``uwsgi --help`` lists (read once per process)."""
+    import re
+    import subprocess
+
+    if not _KNOWN:
+        try:
+            out = subprocess.run([*uwsgi_command(), "--help"], capture_output=True, timeout=20, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise OptionError(f"-o: cannot list uWSGI's options ({exc})") from None
+        pattern = re.compile(r"^\s+(?:-\w\|)?--([A-Za-z0-9][\w-]*)")
+        _KNOWN.update(m.group(1) for line in out.decode("utf-8", "replace").splitlines() if (m := pattern.match(line)))
+    return _KNOWN
+
+
+class UWSGIBackend(ProgramBackend):
+    name = "uwsgi"
+    extra = "uwsgi"
+    protocol = "http"
+    library = "pyuwsgi"
+    distribution = "pyuwsgi"
+    # 2.0.26 fixed the termination race of --need-app with --lazy-apps, the mode used here.
+    min_version = "2.0.26"
+    supports = frozenset({"threads", "timeout", "keepalive", "limit_request_body"})
+    program = "uWSGI"
+    graceful_signal = signal.SIGTERM  # gracefully_kill_them_all, through the master-start hook
+    death_signal = signal.SIGKILL  # the workers leave within a second of their master
+
+    def parse_backend_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        parsed: dict[str, Any] = {"protocol": "http", "ready_timeout": READY_TIMEOUT, "extra": []}
+        for key, value in raw.items():
+            name = key.replace("_", "-")
+            text = str(value).strip()
+            if key == "protocol":
+                if text.lower() not in ("http", "uwsgi"):
+                    raise OptionError(f"-o protocol={value}: choose http (the default) or uwsgi (nginx uwsgi_pass)"
+                                      f"{closest(text.lower(), ('http', 'uwsgi'))}")
+                parsed["protocol"] = text.lower()
+            elif key == "ready_timeout":
+                parsed["ready_timeout"] = _seconds(key, text)
+            elif name in OWNED:
+                raise OptionError(f"-o {name}: set by the launcher; use {OWNED[name]}")
+            else:
+                known = uwsgi_options()
+                if name not in known:
+                    raise OptionError(f"-o {name}: not a uWSGI option{closest(name, known | set(BACKEND_KEYS))}"
+                                      " (`uwsgi --help` lists them)")
+                parsed["extra"].append((name, text))
+        return parsed
+
+    def url_scheme(self) -> str:
+        """``uwsgi://`` in the startup line and the ready file with -o protocol=uwsgi."""
+        return "uwsgi" if (self.backend_options or {}).get("protocol") == "uwsgi" else "http"
+
+    def command(self, opts: ServeOptions, listeners: list[Listener], entry: str) -> list[str]:
+        """uWSGI's command line for these options (see the module docstring)."""
+        backend = self.backend_options or self.parse_backend_options({})
+        argv = [*uwsgi_command(), "--strict", "--master", "--lazy-apps", "--need-app", "--single-interpreter",
+                "--enable-threads", "--disable-logging"]
+        if backend["protocol"] == "uwsgi":
+            flag = "--socket"
+        elif opts.keepalive > 0:
+            flag = "--http11-socket"
+        else:
+            flag = "--http-socket"
+        for listener in listeners:
+            argv += [flag, f"fd://{listener.sock.fileno()}"]
+        argv += ["--processes", str(opts.workers), "--threads", str(opts.threads)]
+        if opts.timeout > 0:
+            argv += ["--harakiri", str(max(1, _ceil(opts.timeout)))]
+        if opts.keepalive > 0:
+            argv += ["--socket-timeout", str(max(1, _ceil(opts.keepalive)))]
+        if opts.max_requests:
+            argv += ["--max-requests", str(opts.max_requests)]
+        mercy = str(_ceil(opts.graceful_timeout) + 1)
+        argv += ["--listen", str(opts.backlog), "--worker-reload-mercy", mercy, "--reload-mercy", mercy,
+                 "--buffer-size", "32768"]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            argv += ["--hook-master-start", f"unix_signal:{int(sig)} gracefully_kill_them_all"]
+        for name, value in backend["extra"]:
+            if value.lower() in _TRUE:
+                argv.append(f"--{name}")
+            elif value.lower() not in _FALSE:
+                argv.append(f"--{name}={value}")
+        argv += ["--wsgi-file", entry]
+        return argv
+
+    def serve(self, app: WSGIApp, opts: ServeOptions, listeners: list[Listener], ready: Ready) -> None:
+        import secrets
+
+        backend = self.backend_options or self.parse_backend_options({})
+        uwsgi_protocol = backend["protocol"] == "uwsgi"
+        mode = "uwsgi" if uwsgi_protocol else ("http11" if opts.keepalive > 0 else "http")
+        token = secrets.token_hex(16)
+        if self._stopping.is_set():  # stopped before it started
+            return
+        self.make_workdir()
+        try:
+            entry = self.write_entry(opts, mode, token)
+            argv = self.command(opts, listeners, entry)
+            logger.debug("starting: %s", " ".join(argv))
+            fds = tuple(listener.sock.fileno() for listener in listeners)
+            for fd in fds:
+                os.set_inheritable(fd, True)
+            self.spawn(argv, pass_fds=fds, opts=opts)
+            targets = [probe_address(listener) for listener in listeners]
+            probe = probe_uwsgi if uwsgi_protocol else probe_http
+
+            def answered() -> bool:
+                return all(probe(target, token) for target in targets)
+
+            if self.wait_ready(answered, opts.workers, backend["ready_timeout"]):
+                ready(listeners)
+            self.wait_exit()
+        finally:
+            self.kill_if_running()
+            self.remove_workdir()
+
+    def kill_if_running(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self.kill()
+
+
+def _ceil(value: float) -> int:
+    import math
+
+    return math.ceil(value)
+
+
+def _seconds(key: str, text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError:
+        raise OptionError(f"-o {key}={text}: expected a number of seconds") from None
+    if value <= 0:
+        raise OptionError(f"-o {key}={text}: must be more than 0 seconds")
+    return value

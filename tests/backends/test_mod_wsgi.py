@@ -1,0 +1,353 @@
+"""The mod_wsgi backend's own guarantees, on real ``python -m launcher --backend mod_wsgi`` servers.
+
+The shared contract suite (tests/contract) covers PEP 3333 and the common lifecycle; this file
+covers what is specific to Apache run through mod_wsgi-express: the app mounted under --root-path
+by the launcher's middleware in the daemon processes, the unprivileged user Apache's children run
+as when serve is started as root (and the one-line error when that user cannot read what it must),
+the default 2 x 25 sizing, the SIGWINCH drain, Apache dying with a killed launcher, and the
+addresses and options it refuses.  Apache takes about a second to start: one module-scoped server
+serves the read-only checks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pwd
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    ServeProcess,
+    contract_args,
+    http_request,
+    parallel,
+    require_backend,
+    run_serve,
+    serve_env,
+    start_serve,
+)
+
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("mod_wsgi")]
+
+Serve = Callable[..., ServeProcess]
+PREFIX = "/yourapplication"
+AS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(autouse=True)
+def _installed() -> None:
+    require_backend("mod_wsgi")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rpartition(b")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
+                        alive.append(pid)
+            except OSError:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def mounted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One Apache with the defaults and the contract app under --root-path."""
+    require_backend("mod_wsgi")
+    work = tmp_path_factory.mktemp("mod_wsgi")
+    state = work / "state"
+    state.mkdir()
+    state.chmod(0o1777)  # the app runs as www-data when the tests run as root
+    server = start_serve(contract_args("mod_wsgi", "127.0.0.1:0", "--root-path", PREFIX),
+                         env=serve_env(CONTRACT_STATE_DIR=str(state)), tmp_path=work, ready_timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- one server, several checks ---------------------------------------------------------------
+
+
+def test_app_is_mounted_under_the_root_path(mounted: ServeProcess) -> None:
+    data = http_request(mounted.address, "GET", f"{PREFIX}/environ/x").json()
+    assert data["cgi"]["SCRIPT_NAME"] == PREFIX, data["cgi"]
+    assert data["cgi"]["PATH_INFO"] == "/environ/x", data["cgi"]
+    # The launcher's RootPath, not Apache's --mount-point: a path a front already stripped works too.
+    stripped = http_request(mounted.address, "GET", "/environ").json()
+    assert stripped["cgi"]["SCRIPT_NAME"] == PREFIX and stripped["cgi"]["PATH_INFO"] == "/environ"
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="Apache only switches user when started as root")
+def test_runs_the_app_as_an_unprivileged_user_and_says_so(mounted: ServeProcess) -> None:
+    pid = http_request(mounted.address, "GET", f"{PREFIX}/slow?t=0").json()["pid"]
+    uid = os.stat(f"/proc/{pid}").st_uid
+    expected = "www-data" if _user_exists("www-data") else "nobody"
+    assert uid == pwd.getpwnam(expected).pw_uid, f"the app runs as uid {uid}"
+    assert f"as user {expected}" in mounted.stderr(), mounted.stderr()
+
+
+def test_default_sizing_is_two_processes_of_25_threads(mounted: ServeProcess) -> None:
+    assert "2 processes x 25 threads" in mounted.stderr(), mounted.stderr()
+    start = time.monotonic()
+    results = parallel(lambda: http_request(mounted.address, "GET", f"{PREFIX}/slow?t=0.5", timeout=10), [()] * 8)
+    took = time.monotonic() - start
+    assert all(not isinstance(r, BaseException) and r.status == 200 for r in results), results
+    assert took < 2.5, f"8 concurrent 0.5 s requests took {took:.2f}s"
+    assert http_request(mounted.address, "GET", f"{PREFIX}/environ").json()["wsgi.multiprocess"] is True
+
+
+def test_forwarded_headers_change_nothing_without_proxy_headers(mounted: ServeProcess) -> None:
+    headers = [("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Host", "evil")]
+    data = http_request(mounted.address, "GET", f"{PREFIX}/environ", headers=headers).json()
+    assert data["wsgi.url_scheme"] == "http"
+    assert data["cgi"]["REMOTE_ADDR"] == "127.0.0.1"
+    assert data["cgi"]["HTTP_HOST"].startswith("127.0.0.1:")
+
+
+# -- stopping ---------------------------------------------------------------------------------
+
+
+def test_sigterm_drains_in_flight_requests(serve: Serve) -> None:
+    server = serve(contract_args("mod_wsgi", "127.0.0.1:0", "--workers", "1", "--threads", "4",
+                                 "--graceful-timeout", "10"), ready_timeout=60)
+    apache = _descendants(server.pid)
+    pool = concurrent.futures.ThreadPoolExecutor(4)
+    try:
+        futures = [pool.submit(http_request, server.address, "GET", "/slow?t=2", timeout=20) for _ in range(4)]
+        time.sleep(0.8)
+        server.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(OSError):  # graceful-stop closes the listener at once
+            http_request(server.address, "GET", "/", timeout=3)
+        rc = server.wait(15)
+        statuses = [f.result(timeout=5).status for f in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert statuses == [200] * 4
+    assert rc == 0, server.output()
+    assert _alive(apache, 5) == [], "Apache processes outlived the drain"
+
+
+def test_apache_stops_with_a_killed_launcher(serve: Serve) -> None:
+    server = serve(contract_args("mod_wsgi"), ready_timeout=60)
+    apache = _descendants(server.pid)
+    assert apache, "no Apache process under the launcher"
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(5)
+    assert _alive(apache, 10) == [], "Apache processes outlived the launcher"
+
+
+def test_port_taken_before_apache_binds_is_retried_on_port_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from backends.mod_wsgi import ModWSGIBackend
+    from launcher import sockets
+    from launcher.options import resolve
+
+    opts = resolve("tests.contract.app:app", cli={"backend": "mod_wsgi", "bind": "127.0.0.1:0", "workers": 1,
+                                                  "threads": 2, "graceful_timeout": 5}, env={}, use_file=False)
+    backend = ModWSGIBackend()
+    backend.check(opts)
+    listeners = sockets.bind_all(opts.bind, opts.backlog)
+    checked_port = listeners[0].address.port
+    thieves: list[socket.socket] = []
+    real_spawn = ModWSGIBackend.spawn
+
+    def spawn(self: ModWSGIBackend, argv: list[str], **kw: object) -> object:
+        if not thieves:  # another program takes the port between the launcher's check and Apache
+            thief = socket.socket()
+            thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            thief.bind(("127.0.0.1", checked_port))
+            thief.listen(1)
+            thieves.append(thief)
+        return real_spawn(self, argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ModWSGIBackend, "spawn", spawn)
+    announced: list[int] = []
+
+    def ready(listeners: list[sockets.Listener]) -> None:
+        announced.extend(listener.address.port for listener in listeners)
+        resp = http_request(("127.0.0.1", announced[0]), "GET", "/")
+        assert resp.body == b"hello"
+        backend.stop(5)
+
+    try:
+        backend.serve(lambda *args: [], opts, listeners, ready)
+    finally:
+        sockets.close_all(listeners)
+        for thief in thieves:
+            thief.close()
+    assert thieves and announced and announced[0] not in (0, checked_port), announced
+    assert backend.cut_off == 0
+
+
+def test_port_taken_before_apache_binds_a_fixed_port_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from backends.mod_wsgi import ModWSGIBackend
+    from launcher import sockets
+    from launcher.errors import BindError
+    from launcher.options import resolve
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    opts = resolve("tests.contract.app:app", cli={"backend": "mod_wsgi", "bind": f"127.0.0.1:{port}"}, env={},
+                   use_file=False)
+    backend = ModWSGIBackend()
+    backend.check(opts)
+    listeners = sockets.bind_all(opts.bind, opts.backlog)
+    thief = socket.socket()
+    real_spawn = ModWSGIBackend.spawn
+
+    def spawn(self: ModWSGIBackend, argv: list[str], **kw: object) -> object:
+        thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        thief.bind(("127.0.0.1", port))
+        thief.listen(1)
+        return real_spawn(self, argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ModWSGIBackend, "spawn", spawn)
+    try:
+        with pytest.raises(BindError, match=rf"127\.0\.0\.1:{port}: address already in use") as info:
+            backend.serve(lambda *args: [], opts, listeners, lambda listeners: None)
+    finally:
+        sockets.close_all(listeners)
+        thief.close()
+    assert "\n" not in str(info.value)
+
+
+# -- refusing early, in one line ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the readability check is for the user Apache switches to as root")
+def test_unreadable_path_for_the_app_user_is_one_line(tmp_path: Path, open_dir: Path) -> None:
+    private = open_dir / "private"
+    private.mkdir()
+    private.chmod(0o700)  # root's own, like a pyenv Python under /root
+    fin = run_serve(contract_args("mod_wsgi", "127.0.0.1:0", "--pythonpath", str(private)),
+                    timeout=30, tmp_path=tmp_path / "run")
+    assert fin.returncode == 1 and not fin.became_ready, fin.describe()
+    lines = fin.stderr_lines()
+    errors = [line for line in lines if line.startswith("serve: error:")]
+    assert len(errors) == 1, fin.describe()
+    assert str(private) in errors[0] and "mode 0700" in errors[0] and "cannot read" in errors[0], errors[0]
+    assert "Traceback" not in fin.stderr
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory everybody can enter (pytest's own base directory is 0700)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="wl-mw-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unreadable_path_names_the_first_blocked_directory(open_dir: Path) -> None:
+    from backends.mod_wsgi import check_readable, unreadable_path
+    from launcher.errors import ServerError
+
+    outer = open_dir / "home"
+    inner = outer / "venv" / "bin"
+    inner.mkdir(parents=True)
+    python = inner / "python3"
+    python.write_text("")
+    python.chmod(0o755)
+    outer.chmod(0o700)
+    owner = os.stat(outer).st_uid
+    other = 65534 if owner != 65534 else 65533
+    assert unreadable_path(str(python), other, {other}, file_mode=0o5) == str(outer)
+    assert unreadable_path(str(python), owner, set(), file_mode=0o5) is None
+    with pytest.raises(ServerError, match=r"cannot read the interpreter .*home is mode 0700") as info:
+        check_readable([("the interpreter", str(python))], "nobody", other, {other})
+    assert "\n" not in str(info.value)
+    outer.chmod(0o755)
+    assert unreadable_path(str(python), other, {other}, file_mode=0o5) is None
+    python.chmod(0o700)
+    assert unreadable_path(str(python), other, {other}, file_mode=0o5) == str(python)
+    assert stat.S_IMODE(os.stat(python).st_mode) == 0o700
+
+
+@pytest.mark.parametrize(("bind", "message"), [
+    ("unix:/tmp/x.sock", "cannot take a unix socket"),
+    ("[::1]:0", "IPv6"),
+])
+def test_addresses_apache_cannot_use_are_refused(tmp_path: Path, bind: str, message: str) -> None:
+    fin = run_serve(contract_args("mod_wsgi", bind), timeout=15, tmp_path=tmp_path)
+    assert fin.returncode == 2, fin.describe()
+    assert len(fin.stderr_lines()) == 1 and message in fin.stderr, fin.describe()
+
+
+def test_options(tmp_path: Path) -> None:
+    from backends.mod_wsgi import ModWSGIBackend
+    from launcher.errors import OptionError
+    from launcher.options import resolve
+
+    backend = ModWSGIBackend()
+    with pytest.raises(OptionError, match="did you mean 'compress-responses'"):
+        backend.parse_backend_options({"compress_response": "true"})
+    with pytest.raises(OptionError, match="use --root-path"):
+        backend.parse_backend_options({"mount_point": "/x"})
+    opts = resolve("tests.contract.app:app", cli={"backend": "mod_wsgi", "reload": True}, env={}, use_file=False)
+    with pytest.raises(OptionError, match="cannot --reload"):
+        backend.check(opts)
+
+    opts = resolve("tests.contract.app:app", cli={
+        "backend": "mod_wsgi", "bind": "127.0.0.1:0", "workers": 3, "keepalive": 0, "timeout": 9.5,
+        "max_requests": 50, "graceful_timeout": 7, "connections": 99, "option": {"server_mpm": "worker"},
+    }, env={}, use_file=False)
+    backend = ModWSGIBackend()
+    backend.check(opts)
+    assert backend.sizes(opts) == (3, 25)  # --threads not set: still at least 25
+    argv = " ".join(backend.setup_command(opts, "/x/app.wsgi", "/x/httpd", "127.0.0.1", 8080, ("www-data", "www-data")))
+    for expected in ("setup-server /x/app.wsgi", "--host 127.0.0.1 --port 8080", "--processes 3", "--threads 25",
+                     "--keep-alive-timeout 0", "--request-timeout 10", "--maximum-requests 50",
+                     "--graceful-timeout 7", "--shutdown-timeout 7", "--max-clients 99", "--user www-data",
+                     "--chunked-request", "--log-to-terminal", "--server-mpm=worker"):
+        assert expected in argv, f"{expected!r} missing from {argv}"
+    assert "--mount-point" not in argv and "--trust-proxy" not in argv and "--access-log" not in argv
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
