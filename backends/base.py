@@ -101,6 +101,11 @@ class Backend:
     launcher_signals: ClassVar[bool] = True
     #: False for a backend that cannot use a socket bound by the launcher (it binds its own)
     takes_sockets: ClassVar[bool] = True
+    #: False for a server that cannot listen on a unix socket at all (Apache): such binds are refused
+    unix_sockets: ClassVar[bool] = True
+    #: True for a server that switches to --user/--group itself (Apache binds as root, then drops):
+    #: the launcher then leaves its own privileges alone
+    drops_privileges: ClassVar[bool] = False
     #: True when the server imports the app in each forked worker: serve() then gets a
     #: zero-argument loader returning the wrapped app instead of the app itself
     load_in_workers: ClassVar[bool] = False

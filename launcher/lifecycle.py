@@ -141,7 +141,8 @@ def serve_here(
         wsgi = backend.inflight.wrap(wsgi, multiprocess=multiprocess)
         if opts.max_requests:
             wsgi = _max_requests(wsgi, backend, opts)
-    drop_privileges(opts.user, opts.group, listeners)
+    if not backend.drops_privileges:
+        drop_privileges(opts.user, opts.group, listeners)
     stopper = _Stopper(backend, opts)
     if backend.launcher_signals:
         stopper.install()

@@ -69,6 +69,17 @@ def list_backends() -> list[Any]:
 KNOWN_PROTOCOLS = frozenset({"http", "fastcgi", "uwsgi", "cgi"})
 
 
+def backend_attr(name: str, attr: str, default: Any = True) -> Any:
+    """A class attribute of backend ``name`` (e.g. ``unix_sockets``), or ``default`` when the
+    backend cannot be loaded (it then fails or skips through :func:`require_backend`)."""
+    try:
+        from launcher.registry import get_class
+
+        return getattr(get_class(name), attr, default)
+    except Exception:
+        return default
+
+
 def backend_names(protocol: str | None = "http") -> list[str]:
     """Names of all registered backends speaking ``protocol`` (installed or not; ``None``: all).
 

@@ -7,13 +7,16 @@ One server per (backend, variant), module-scoped; each check is its own test.  W
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.contract.checks import CHECKS, DIRECT_EXPECT, Target, check_id
 from tests.support import (
+    backend_attr,
     backend_names,
     contract_args,
     require_backend,
@@ -38,6 +41,14 @@ VARIANTS: dict[str, tuple[list[str], bool, str, frozenset[str]]] = {
 # {"somebackend": {"chunked_request"}}.  Keep it empty unless the backend really cannot.
 BACKEND_EXPECT_DROP: dict[str, set[str]] = {}
 
+# Checks a backend cannot pass by design, with the reason (deselected at collection, not skipped).
+BACKEND_CHECK_DROP: dict[str, dict[str, str]] = {
+    "mod_wsgi": {
+        "check_error_after_body_started": "in daemon mode the Apache child finishes the chunked body when the"
+                                          " daemon's socket closes; only embedded mode withholds the last chunk",
+    },
+}
+
 # Other ways to run a backend, each through the whole suite: flavour -> (extra args, capabilities
 # it cannot have, and why).  gunicorn's sync worker closes the connection after every response and
 # serves one request at a time per worker, by design.
@@ -54,6 +65,8 @@ PARAMS = [
     for backend in backend_names("http")
     for flavour in ["", *FLAVOURS.get(backend, {})]
     for variant in VARIANTS
+    # A server that cannot listen on a unix socket refuses the bind: test_lifecycle asserts that.
+    if not (VARIANTS[variant][1] and not backend_attr(backend, "unix_sockets"))
 ]
 
 
@@ -66,8 +79,10 @@ def target(request: pytest.FixtureRequest,
     flavour_args, flavour_drop = FLAVOURS.get(backend, {}).get(flavour, ([], frozenset()))
     extra = [*flavour_args, *extra]
     work = tmp_path_factory.mktemp(f"contract-{backend}-{variant}")
-    state = work / "state"
-    state.mkdir()
+    # Where the app records close() calls: reachable by a server running as another user (Apache's
+    # www-data), which pytest's own 0700 base directory is not.
+    state = Path(tempfile.mkdtemp(prefix="contract-state-", dir="/tmp"))
+    state.chmod(0o1777)
     sock_dir = short_tmpdir() if unix else None
     bind = f"unix:{sock_dir}/contract.sock" if sock_dir else "127.0.0.1:0"
     env = serve_env(CONTRACT_STATE_DIR=str(state))
@@ -80,6 +95,7 @@ def target(request: pytest.FixtureRequest,
         finally:
             server.stop()
     finally:
+        shutil.rmtree(state, ignore_errors=True)
         if sock_dir is not None:
             shutil.rmtree(sock_dir, ignore_errors=True)
 
@@ -98,8 +114,9 @@ def impossible_items(items: list[pytest.Item]) -> list[pytest.Item]:
         if params is None or "target" not in params.params or "check" not in params.params:
             continue
         backend, flavour, _ = params.params["target"]
-        needs = getattr(params.params["check"], "requires", frozenset())
+        check = params.params["check"]
+        needs = getattr(check, "requires", frozenset())
         cannot = FLAVOURS.get(backend, {}).get(flavour, ([], frozenset()))[1] | BACKEND_EXPECT_DROP.get(backend, set())
-        if needs & cannot:
+        if needs & cannot or getattr(check, "__name__", "") in BACKEND_CHECK_DROP.get(backend, {}):
             dropped.append(item)
     return dropped

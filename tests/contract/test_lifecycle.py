@@ -19,6 +19,7 @@ import pytest
 from tests.support import (
     Finished,
     ServeProcess,
+    backend_attr,
     backend_names,
     busy_socket,
     contract_args,
@@ -35,6 +36,18 @@ Serve = Callable[..., ServeProcess]
 
 @pytest.fixture(params=backend_names("http"))
 def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    require_backend(name)
+    return name
+
+
+UNIX_CAPABLE = [name for name in backend_names("http") if backend_attr(name, "unix_sockets")]
+NO_UNIX = [name for name in backend_names("http") if not backend_attr(name, "unix_sockets")]
+
+
+@pytest.fixture(params=UNIX_CAPABLE)
+def unix_backend(request: pytest.FixtureRequest) -> str:
+    """Backends that can listen on a unix socket (Apache cannot: see test_unix_bind_is_refused)."""
     name: str = request.param
     require_backend(name)
     return name
@@ -201,28 +214,28 @@ def test_bad_bind_address_is_one_clean_line(backend: str, tmp_path: Path) -> Non
     _one_clean_line(fin, "nonsense")
 
 
-def test_missing_socket_directory_is_one_clean_line(backend: str, tmp_path: Path) -> None:
+def test_missing_socket_directory_is_one_clean_line(unix_backend: str, tmp_path: Path) -> None:
     missing = Path(f"/nonexistent-{uuid.uuid4().hex[:8]}")
     assert not missing.exists()
-    fin = run_serve(contract_args(backend, f"unix:{missing}/x.sock"), timeout=10,
+    fin = run_serve(contract_args(unix_backend, f"unix:{missing}/x.sock"), timeout=10,
                     tmp_path=tmp_path)
     _failed_fast(fin, 10)
     _one_clean_line(fin, str(missing))
 
 
-def test_stale_unix_socket_is_replaced(backend: str, serve: Serve, sock_dir: Path) -> None:
+def test_stale_unix_socket_is_replaced(unix_backend: str, serve: Serve, sock_dir: Path) -> None:
     path = make_stale_unix_socket(sock_dir / "app.sock")
     assert path.is_socket()
-    server = serve(contract_args(backend, f"unix:{path}"))
+    server = serve(contract_args(unix_backend, f"unix:{path}"))
     assert (server.address["kind"], server.address["path"]) == ("unix", str(path)), server.ready
     _hello(server.address)
 
 
-def test_live_unix_socket_is_not_stolen(backend: str, serve: Serve, sock_dir: Path,
+def test_live_unix_socket_is_not_stolen(unix_backend: str, serve: Serve, sock_dir: Path,
                                          tmp_path: Path) -> None:
     path = sock_dir / "app.sock"
-    first = serve(contract_args(backend, f"unix:{path}"))
-    fin = run_serve(contract_args(backend, f"unix:{path}"), timeout=10,
+    first = serve(contract_args(unix_backend, f"unix:{path}"))
+    fin = run_serve(contract_args(unix_backend, f"unix:{path}"), timeout=10,
                     tmp_path=tmp_path / "second")
     _failed_fast(fin, 10)
     assert "Traceback" not in fin.stderr, fin.describe()
@@ -230,10 +243,20 @@ def test_live_unix_socket_is_not_stolen(backend: str, serve: Serve, sock_dir: Pa
     _hello(first.address)
 
 
-def test_unix_socket_removed_on_clean_exit(backend: str, serve: Serve, sock_dir: Path) -> None:
+def test_unix_socket_removed_on_clean_exit(unix_backend: str, serve: Serve, sock_dir: Path) -> None:
     path = sock_dir / "app.sock"
-    server = serve(contract_args(backend, f"unix:{path}"))
+    server = serve(contract_args(unix_backend, f"unix:{path}"))
     _hello(server.address)
     rc = server.stop()
     assert rc == 0, f"exit code {rc} after SIGTERM"
     assert not os.path.exists(path), "socket file left behind after a clean exit"
+
+
+
+@pytest.mark.parametrize("name", NO_UNIX or [pytest.param("", marks=pytest.mark.skip(reason="every backend listens on unix sockets"))])
+def test_unix_bind_is_refused_where_the_server_cannot(name: str, tmp_path: Path) -> None:
+    """A server that cannot listen on a unix socket refuses the bind before starting (one line)."""
+    require_backend(name)
+    fin = run_serve(contract_args(name, f"unix:{tmp_path}/x.sock"), timeout=15, tmp_path=tmp_path)
+    _failed_fast(fin, 15)
+    _one_clean_line(fin, "unix")
