@@ -237,7 +237,9 @@ class Option:
             if isinstance(value, str):
                 items = _split_list(value) if kind == "list" else [v for v in value.split(",") if v.strip()]
             elif isinstance(value, (list, tuple)):
-                items = list(value)
+                # A repeated flag gives a list; each item may still be a comma list ("127.0.0.1,unix").
+                items = [part for item in value for part in (_split_list(item) if kind == "list" and
+                                                             isinstance(item, str) else [item])]
             else:
                 raise TypeError("expected a list")
             if kind == "bind":

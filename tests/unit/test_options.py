@@ -154,3 +154,8 @@ def test_every_option_has_help_env_and_a_valid_default() -> None:
 def test_readme_options_table_is_generated_from_the_declarations() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert options_table() in readme, "README options table is stale: paste launcher.options.options_table()"
+
+
+def test_list_flags_take_comma_lists_and_repeats() -> None:
+    opts = resolve("m:app", cli={"forwarded_allow_ips": ["127.0.0.1,unix", "10.0.0.0/8"]}, env={}, use_file=False)
+    assert opts.forwarded_allow_ips == ("127.0.0.1", "unix", "10.0.0.0/8")

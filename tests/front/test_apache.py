@@ -1,0 +1,186 @@
+"""Apache in front of (or hosting) the app, at / and under a prefix.
+
+* the `serve config apache --backend mod_wsgi` daemon-mode virtual host, loading the virtualenv's
+  own pip-built mod_wsgi, on the .wsgi file `serve config wsgi-file` wrote
+* `serve --backend mod_wsgi`: Apache through mod_wsgi-express, run by the launcher
+* CGI: ScriptAlias to the script `serve config cgi-script` wrote, run by mod_cgid as www-data
+* FastCGI through mod_proxy_fcgi to flup over a unix socket
+
+Apache refuses to run its children as root: they run as www-data, which must be able to read the
+repository, the virtualenv and the interpreter (checked first, with the fix in the message).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contract.checks import DIRECT_EXPECT, FRONT_EXPECT, Target
+from tests.front import servers
+from tests.front.combos import (
+    PREFIXES,
+    Combo,
+    check_cgi_environ,
+    checks_with_limits,
+    mount_args,
+    start_backend,
+    with_real_binds,
+    workdir,
+)
+from tests.support import CONTRACT_APP, require_backend
+
+pytestmark = pytest.mark.server
+
+
+def _params(name: str) -> list[Any]:
+    return [pytest.param(key, id=f"{name}-{key}", marks=pytest.mark.xdist_group(f"front-apache-{name}-{key}"))
+            for key in PREFIXES]
+
+
+def apache_combo(kind_args: list[str], prefix: str, expect: frozenset[str], label: str, *,
+                 files: Callable[[Path, list[str]], list[str]] | None = None,
+                 backend: bool = False) -> Iterator[Combo]:
+    """`serve config apache` (after writing the entry file, or starting the backend) and Apache."""
+    servers.require_binary("apache2")
+    servers.require_web_user()
+    servers.require_readable_by_web_user(*servers.python_paths())
+    with workdir("wl-apache-") as work:
+        state = servers.state_dir(work)
+        full = [*[a.replace("{work}", str(work)) for a in kind_args], *mount_args(prefix)]
+        extra = files(work, full) if files is not None else []
+        process = start_backend(full, work, state) if backend else None
+        try:
+            config_args = with_real_binds(full, process) if process else full
+            generated: list[servers.Generated] = []
+
+            def site(port: int) -> str:
+                generated.append(servers.serve_config("apache", *config_args, *extra, CONTRACT_APP,
+                                                      "--listen", f"127.0.0.1:{port}"))
+                return generated[-1].text
+
+            # Apache gives CGI programs only the request's variables and what PassEnv names; the
+            # mod_wsgi daemon processes inherit Apache's environment.
+            os.environ["CONTRACT_STATE_DIR"] = str(state)
+            try:
+                front = servers.start_apache(site, work, ready_path=prefix + "/",
+                                             extra="PassEnv CONTRACT_STATE_DIR")
+            finally:
+                os.environ.pop("CONTRACT_STATE_DIR", None)
+            try:
+                yield Combo(Target(address=front.address, prefix=prefix, expect=expect, label=label),
+                            front, generated[-1], process, work, full)
+            finally:
+                front.stop()
+        finally:
+            if process is not None:
+                process.stop()
+
+
+# ------------------------------------------------------------------------------- mod_wsgi daemon mode
+
+
+def _wsgi_file(work: Path, args: list[str]) -> list[str]:
+    servers.serve_config("wsgi-file", *args, CONTRACT_APP, "--output", str(work / "app.wsgi"))
+    return ["--script", str(work / "app.wsgi")]
+
+
+@pytest.fixture(scope="module", params=_params("mod_wsgi-vhost"))
+def vhost(request: pytest.FixtureRequest) -> Iterator[Combo]:
+    require_backend("mod_wsgi")
+    prefix = PREFIXES[request.param]
+    yield from apache_combo(["--backend", "mod_wsgi", "--threads", "8"], prefix,
+                            FRONT_EXPECT | {"chunked_request"}, f"apache-mod_wsgi-vhost{prefix}", files=_wsgi_file)
+
+
+# mod_wsgi ends a response the app broke off after its first chunk like a finished one (the
+# chunked terminator is sent), in daemon mode as through mod_wsgi-express: the client cannot tell.
+MOD_WSGI_CHECKS = checks_with_limits({
+    "error_after_body_started": "mod_wsgi finishes a response the app broke off half-way (terminating chunk sent)",
+})
+
+
+@pytest.mark.parametrize("check", MOD_WSGI_CHECKS)
+def test_mod_wsgi_vhost_contract(vhost: Combo, check: Any) -> None:
+    check(vhost.target)
+
+
+def test_mod_wsgi_vhost_loads_the_pip_built_module(vhost: Combo) -> None:
+    """The LoadModule / WSGIPythonHome lines are what `mod_wsgi-express module-config` prints."""
+    express = os.path.join(os.path.dirname(sys.executable), "mod_wsgi-express")
+    printed = subprocess.run([express, "module-config"], capture_output=True, text=True, timeout=30).stdout
+    for line in printed.splitlines():
+        if line.startswith("LoadModule"):
+            path = line.split(None, 2)[2].strip('"')
+            assert f'LoadModule wsgi_module "{path}"' in vhost.generated.text
+        elif line.startswith("WSGIPythonHome"):
+            assert line.split(None, 1)[1].strip('"') == sys.prefix
+    text = vhost.generated.text
+    assert "WSGIDaemonProcess tests user=www-data group=www-data" in text
+    assert "WSGIApplicationGroup %{GLOBAL}" in text and "Require all granted" in text
+    assert f"python-home={sys.prefix}" in text
+
+
+# ------------------------------------------------------------------------------- mod_wsgi-express
+
+
+@pytest.fixture(scope="module", params=_params("mod_wsgi-express"))
+def express(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """`serve --backend mod_wsgi`: the launcher runs Apache itself (mod_wsgi-express)."""
+    require_backend("mod_wsgi")
+    servers.require_readable_by_web_user(*servers.python_paths())
+    prefix = PREFIXES[request.param]
+    with workdir("wl-express-") as work:
+        state = servers.state_dir(work)
+        server = start_backend(["--backend", "mod_wsgi", "--bind", "127.0.0.1:0", *mount_args(prefix)], work, state)
+        try:
+            yield Target(address=server.address, prefix=prefix, expect=DIRECT_EXPECT,
+                         label=f"mod_wsgi-express{prefix}")
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("check", MOD_WSGI_CHECKS)
+def test_mod_wsgi_express_contract(express: Target, check: Any) -> None:
+    check(express)
+
+
+# ------------------------------------------------------------------------------- CGI
+
+
+def _cgi_script(work: Path, args: list[str]) -> list[str]:
+    servers.serve_config("cgi-script", *args, CONTRACT_APP, "--output", str(work / "app.cgi"))
+    return ["--script", str(work / "app.cgi")]
+
+
+@pytest.fixture(scope="module", params=_params("cgi"))
+def cgi(request: pytest.FixtureRequest) -> Iterator[Combo]:
+    require_backend("cgi")
+    prefix = PREFIXES[request.param]
+    # chunked_request is expected so its check runs (as an expected failure, see APACHE_CGI_CHECKS)
+    yield from apache_combo(["--backend", "cgi"], prefix, FRONT_EXPECT | {"chunked_request"}, f"apache-cgi{prefix}",
+                            files=_cgi_script)
+
+
+# Apache's CGI modules read a request body only with a Content-Length: a chunked one gets 411
+# Length Required or a broken response: its check is an expected failure.  And a CGI program is run_once.
+APACHE_CGI_CHECKS = checks_with_limits({
+    "environ_keys_and_types": "CGI is run_once by definition (PEP 3333: wsgi.run_once true)",
+    "request_body_chunked": "Apache's mod_cgid gives a CGI program no chunked request body (no CONTENT_LENGTH) and"
+                            " breaks the response off (AH00574)",
+})
+
+
+@pytest.mark.parametrize("check", APACHE_CGI_CHECKS)
+def test_cgi_contract(cgi: Combo, check: Any) -> None:
+    check(cgi.target)
+
+
+def test_cgi_environ(cgi: Combo) -> None:
+    check_cgi_environ(cgi.target)
+
