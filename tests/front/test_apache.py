@@ -184,3 +184,20 @@ def test_cgi_contract(cgi: Combo, check: Any) -> None:
 def test_cgi_environ(cgi: Combo) -> None:
     check_cgi_environ(cgi.target)
 
+
+
+# ------------------------------------------------------------------------------- FastCGI
+
+
+@pytest.fixture(scope="module", params=_params("fastcgi"))
+def fastcgi(request: pytest.FixtureRequest) -> Iterator[Combo]:
+    """mod_proxy_fcgi to flup over a unix socket Apache's children (www-data) can write."""
+    require_backend("fastcgi")
+    prefix = PREFIXES[request.param]
+    yield from apache_combo(["--backend", "fastcgi", "--bind", "unix:{work}/fcgi.sock", "--group", servers.WEB_USER],
+                            prefix, FRONT_EXPECT | {"chunked_request"}, f"apache-fastcgi{prefix}", backend=True)
+
+
+@pytest.mark.parametrize("check", checks_with_limits({}))
+def test_fastcgi_contract(fastcgi: Combo, check: Any) -> None:
+    check(fastcgi.target)
