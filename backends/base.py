@@ -124,6 +124,13 @@ class Backend:
         """Every common option this backend honours."""
         return LAUNCHER_OPTIONS | cls.supports
 
+    def sizing(self, opts: ServeOptions) -> str:
+        """How this server runs the app, for the startup line ("2 workers, 4 threads")."""
+        workers = f"{opts.workers} worker{'s' if opts.workers > 1 else ''}"
+        if "threads" not in self.honoured():
+            return workers
+        return f"{workers}, {opts.threads} thread{'s' if opts.threads > 1 else ''}"
+
     def url_scheme(self) -> str:
         """The scheme of this server's URLs in the startup line and --ready-file
         (``fcgi://`` for FastCGI, so nobody mistakes the socket for an HTTP one)."""

@@ -272,6 +272,10 @@ class ModWSGIBackend(ProgramBackend):
                 parsed["extra"].append((name, text))
         return parsed
 
+    def sizing(self, opts: ServeOptions) -> str:
+        processes, threads = self.sizes(opts)
+        return f"{processes} Apache daemon processes, {threads} threads each"
+
     @staticmethod
     def sizes(opts: ServeOptions) -> tuple[int, int]:
         """(processes, threads): the defaults avoid mod_wsgi-express's long tail (see the docstring)."""

@@ -56,8 +56,9 @@ def run(opts: ServeOptions, *, app: Any = None) -> int:
     try:
         # --max-requests restarts a worker and --reload replaces workers: both need a supervisor.
         if opts.reload or ((opts.workers > 1 or opts.max_requests) and not backend.native_workers):
-            return Supervisor(type(backend), opts, listeners, app, scheme=backend.url_scheme()).run()
-        announce = Announcer(opts, backend.name, scheme=backend.url_scheme())
+            return Supervisor(type(backend), opts, listeners, app, scheme=backend.url_scheme(),
+                              sizing=backend.sizing(opts)).run()
+        announce = Announcer(opts, backend.name, scheme=backend.url_scheme(), sizing=backend.sizing(opts))
         return serve_here(backend, opts, listeners, announce, app=app)
     finally:
         sockets.close_all(listeners)
@@ -213,11 +214,13 @@ class _Stopper:
 class Announcer:
     """Called once the server accepts: prints the startup line and writes --ready-file."""
 
-    def __init__(self, opts: ServeOptions, backend: str, *, pid: int | None = None, scheme: str = "http") -> None:
+    def __init__(self, opts: ServeOptions, backend: str, *, pid: int | None = None, scheme: str = "http",
+                 sizing: str = "") -> None:
         self.opts = opts
         self.backend = backend
         self.pid = pid
         self.scheme = scheme
+        self.sizing = sizing
         self.called = False
 
     def __call__(self, listeners: list[Listener]) -> None:
@@ -229,11 +232,8 @@ class Announcer:
         opts = self.opts
         app = opts.app if isinstance(opts.app, str) else getattr(opts.app, "__name__", repr(opts.app))
         where = ", ".join(urls) or "its own sockets"
-        logger.info(
-            "%s serving %s at %s (pid %d, %d worker%s, %d thread%s)",
-            self.backend, app, where, pid, opts.workers, "s" if opts.workers > 1 else "",
-            opts.threads, "s" if opts.threads > 1 else "",
-        )
+        sizing = self.sizing or f"{opts.workers} worker{'s' if opts.workers > 1 else ''}"
+        logger.info("%s serving %s at %s (pid %d, %s)", self.backend, app, where, pid, sizing)
         if opts.ready_file:
             write_ready_file(opts.ready_file, {
                 "pid": pid,
@@ -309,7 +309,7 @@ class Supervisor:
     RESPAWN_DELAY = 0.1
 
     def __init__(self, backend_cls: type[Backend], opts: ServeOptions, listeners: list[Listener], app: Any, *,
-                 scheme: str = "http") -> None:
+                 scheme: str = "http", sizing: str = "") -> None:
         self.backend_cls = backend_cls
         self.opts = opts
         self.listeners = listeners
@@ -324,7 +324,7 @@ class Supervisor:
         self.stopping = False
         self.interrupts = 0
         self.exit_code = 0
-        self.announce = Announcer(opts, backend_cls.name, scheme=scheme)
+        self.announce = Announcer(opts, backend_cls.name, scheme=scheme, sizing=sizing)
         self.watcher: Any = None
 
     def run(self) -> int:

@@ -29,8 +29,19 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+#: logging's own fallback for records no handler takes, kept to be put back.
+_LAST_RESORT = logging.lastResort
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
-    """Send the launcher's messages to stderr at ``level``, as text or JSON lines (idempotent)."""
+    """Send the launcher's messages to stderr at ``level``, as text or JSON lines (idempotent).
+
+    With JSON, warnings and errors that a library logs through :mod:`logging` without any handler
+    configured (waitress's "Exception while serving /path" with its traceback, for one) are JSON
+    objects too: they go through ``logging.lastResort``, which otherwise prints the bare message and
+    traceback over several lines.  An app that configures logging itself is left alone (the
+    fallback is only used when no handler exists).
+    """
     for handler in list(logger.handlers):
         if getattr(handler, "_launcher", False):
             logger.removeHandler(handler)
@@ -40,3 +51,21 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    if fmt == "json":
+        fallback = _StderrHandler(logging.WARNING)  # the level of logging's own fallback
+        fallback.setFormatter(JSONFormatter())
+        logging.lastResort = fallback
+    else:
+        logging.lastResort = _LAST_RESORT
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` (looked up per record, as logging's own fallback does,
+    so a replaced or re-opened stderr is honoured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
