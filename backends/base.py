@@ -101,6 +101,9 @@ class Backend:
     launcher_signals: ClassVar[bool] = True
     #: False for a backend that cannot use a socket bound by the launcher (it binds its own)
     takes_sockets: ClassVar[bool] = True
+    #: False for a server that cannot serve on an inherited listening socket (Apache binds its own
+    #: port): fd://N and systemd socket activation are then refused instead of serving elsewhere
+    inherits_sockets: ClassVar[bool] = True
     #: False for a server that cannot listen on a unix socket at all (Apache): such binds are refused
     unix_sockets: ClassVar[bool] = True
     #: True for a server that switches to --user/--group itself (Apache binds as root, then drops):

@@ -222,6 +222,7 @@ def _run_user() -> tuple[str, str, int, set[int]] | None:
 
 class ModWSGIBackend(ProgramBackend):
     unix_sockets = False  # Apache cannot listen on a unix socket
+    inherits_sockets = False  # nor serve on an inherited one (fd://N, systemd socket activation)
     drops_privileges = True  # Apache binds as root, then runs its children as --user
     name = "mod_wsgi"
     extra = "mod_wsgi"

@@ -216,12 +216,21 @@ def run_command(args: list[str]) -> int:
 
 
 def report(exc: LauncherError) -> int:
-    """Print ``exc`` for a person (the user's own traceback first, when it is theirs)."""
+    """Print ``exc`` for a person (the user's own traceback first, when it is theirs); one JSON
+    record instead with --log-format json."""
+    from launcher import log
+
+    user_traceback = ""
     if isinstance(exc, AppImportError) and exc.part == "user-import" and exc.__cause__ is not None:
         import traceback
 
         cause = exc.__cause__
-        print("".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).rstrip(), file=sys.stderr)
+        user_traceback = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)).rstrip()
+    if log.json_mode():
+        log.logger.error("%s%s", exc, f"\n{user_traceback}" if user_traceback else "")
+        return exc.exit_code
+    if user_traceback:
+        print(user_traceback, file=sys.stderr)
     print(f"serve: error: {exc}", file=sys.stderr)
     sys.stderr.flush()
     return exc.exit_code

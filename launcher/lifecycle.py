@@ -51,6 +51,12 @@ def run(opts: ServeOptions, *, app: Any = None) -> int:
     refuse_root(opts)
     _prepare_process(opts)
     listeners = sockets.activation_listeners() if _use_activation(opts) else []
+    if listeners and not backend.inherits_sockets:
+        sockets.close_all(listeners, unlink=False)
+        raise OptionError(
+            f"backend '{backend.name}' cannot serve on sockets handed over by systemd socket activation (the"
+            " server binds its own port): drop the .socket unit and give --bind HOST:PORT"
+        )
     if not listeners and backend.takes_sockets:
         listeners = sockets.bind_all(opts.bind, opts.backlog)
     try:
@@ -105,7 +111,7 @@ def _prepare_process(opts: ServeOptions) -> None:
             sys.path.insert(0, full)
 
 
-def load_app(backend: Backend, opts: ServeOptions, app: Any = None) -> Any:
+def load_app(backend: Backend, opts: ServeOptions, app: Any = None, *, health: bool = True) -> Any:
     """Import the app and wrap only the middleware that was asked for (after backend.prepare)."""
     from launcher import importer, middleware
 
@@ -115,7 +121,7 @@ def load_app(backend: Backend, opts: ServeOptions, app: Any = None) -> Any:
         from launcher.errors import AppImportError
 
         raise AppImportError(f"the app given to launch() is a {type(wsgi).__name__}, not a WSGI callable", "callable")
-    return middleware.wrap(wsgi, opts)
+    return middleware.wrap(wsgi, opts, health=health)
 
 
 def serve_here(
@@ -134,7 +140,7 @@ def serve_here(
         # gevent worker patches before the app is imported): hand it the loader, not the app.
         wsgi: Any = functools.partial(load_app, backend, opts, app)
     else:
-        wsgi = load_app(backend, opts, app)
+        wsgi = load_app(backend, opts, app, health=backend.drains_itself)
     if not backend.drains_itself:
         from launcher.drain import InFlight
 
@@ -142,6 +148,11 @@ def serve_here(
         wsgi = backend.inflight.wrap(wsgi, multiprocess=multiprocess)
         if opts.max_requests:
             wsgi = _max_requests(wsgi, backend, opts)
+        if opts.health_path:
+            # Outside the counter: probes are not requests to drain, nor count towards --max-requests.
+            from launcher.middleware import Health
+
+            wsgi = Health(wsgi, opts.health_path)
     if not backend.drops_privileges:
         drop_privileges(opts.user, opts.group, listeners)
     stopper = _Stopper(backend, opts)
@@ -187,7 +198,9 @@ class _Stopper:
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.stopping:
             if signum == signal.SIGINT:
-                os.write(2, b"second interrupt: exiting now\n")
+                from launcher.log import last_words
+
+                last_words("second interrupt: exiting now", "warning")
                 os._exit(130)
             return
         self.stopping = True
@@ -207,7 +220,9 @@ class _Stopper:
         if self.done.wait(self.opts.graceful_timeout + FORCE_GRACE):
             return
         cut = self.backend.inflight.active if self.backend.inflight else 0
-        os.write(2, f"server did not stop within {self.opts.graceful_timeout:g}s; {cut} request(s) cut off\n".encode())
+        from launcher.log import last_words
+
+        last_words(f"server did not stop within {self.opts.graceful_timeout:g}s; {cut} request(s) cut off")
         os._exit(1)
 
 
@@ -440,7 +455,9 @@ class Supervisor:
         if signum == signal.SIGINT:
             self.interrupts += 1
             if self.interrupts > 1:
-                os.write(2, b"second interrupt: exiting now\n")
+                from launcher.log import last_words
+
+                last_words("second interrupt: exiting now", "warning")
                 self._kill_all(signal.SIGKILL)
                 os._exit(130)
         if not self.stopping:

@@ -33,6 +33,32 @@ class JSONFormatter(logging.Formatter):
 _LAST_RESORT = logging.lastResort
 
 
+_json_mode = False
+
+
+def json_mode() -> bool:
+    """True once configure() chose JSON lines."""
+    return _json_mode
+
+
+def last_words(message: str, level: str = "error") -> None:
+    """One line straight to fd 2, safe in a signal handler or just before os._exit: JSON in JSON mode."""
+    import os
+
+    if _json_mode:
+        import json
+        import time
+
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level,
+                           "pid": os.getpid(), "logger": "launcher", "message": message})
+    else:
+        line = message
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     """Send the launcher's messages to stderr at ``level``, as text or JSON lines (idempotent).
 
@@ -42,6 +68,8 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     traceback over several lines.  An app that configures logging itself is left alone (the
     fallback is only used when no handler exists).
     """
+    global _json_mode
+    _json_mode = fmt == "json"
     for handler in list(logger.handlers):
         if getattr(handler, "_launcher", False):
             logger.removeHandler(handler)

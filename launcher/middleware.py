@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ACCESS_FORMAT",
     "AccessLog",
+    "BodyLimit",
     "ProxyHeaders",
+    "RequestBodyTooLarge",
     "RootPath",
     "access_log_fields",
     "wrap",
@@ -58,7 +60,7 @@ DEFAULT_ACCESS_FORMAT = (
 )
 
 
-def wrap(app: WSGIApp, opts: Any) -> WSGIApp:
+def wrap(app: WSGIApp, opts: Any, *, health: bool = True) -> WSGIApp:
     """Wrap ``app`` in the middleware ``opts`` asks for; return ``app`` itself when it asks for none.
 
     Reads ``root_path``, ``proxy_headers``, ``forwarded_allow_ips``, ``forwarded_host_header``,
@@ -85,7 +87,7 @@ def wrap(app: WSGIApp, opts: Any) -> WSGIApp:
             getattr(opts, "forwarded_host_header", "") or "",
         )
     health_path = getattr(opts, "health_path", "") or ""
-    if health_path:
+    if health_path and health:
         # Outermost of all: a load balancer's probe is never logged, rewritten or sent to the app.
         wrapped = Health(wrapped, health_path)
     return wrapped
@@ -478,6 +480,106 @@ def _forwarded_prefix(value: str) -> str:
     return decoded.rstrip("/")
 
 
+# --------------------------------------------------------------------------- BodyLimit
+
+
+class RequestBodyTooLarge(ValueError):
+    """Raised by ``wsgi.input`` under :class:`BodyLimit` once the body passes the limit."""
+
+
+class BodyLimit:
+    """``--limit-request-body`` for a server that has no body limit of its own (not wired by
+    :func:`wrap`: a backend whose server cannot refuse a large body wraps its app with it).
+
+    A Content-Length above ``limit`` is answered 413 without calling the app.  A body of unknown
+    length (chunked) is read through a stream that never hands out more than ``limit`` bytes: the
+    read that would pass it raises :class:`RequestBodyTooLarge`, which becomes a 413 when the app
+    lets it through before starting its response.  The 413 says ``Connection: close``; the unread
+    rest of the body is the server's to discard or to drop with the connection.  ``limit`` 0 means
+    no limit (the app is returned unwrapped by :meth:`wrap`).
+    """
+
+    def __init__(self, app: WSGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    @classmethod
+    def wrap(cls, app: WSGIApp, limit: int) -> WSGIApp:
+        return cls(app, limit) if limit > 0 else app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        length = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if length.isdigit():
+            if int(length) > self.limit:
+                return self._refuse(start_response)
+            return self.app(environ, start_response)
+        stream = environ.get("wsgi.input")
+        if stream is None:
+            return self.app(environ, start_response)
+        environ["wsgi.input"] = _LimitedInput(stream, self.limit)
+        started = False
+
+        def watching_start_response(status: str, headers: list[tuple[str, str]],
+                                    exc_info: OptExcInfo | None = None, /) -> Callable[[bytes], object]:
+            nonlocal started
+            started = True
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, watching_start_response)
+        except RequestBodyTooLarge:
+            if started:
+                raise
+            return self._refuse(start_response)
+
+    def _refuse(self, start_response: StartResponse) -> Iterable[bytes]:
+        body = b"413 Content Too Large\n"
+        start_response("413 Content Too Large", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                                  ("Connection", "close")])
+        return [body]
+
+
+class _LimitedInput:
+    """A request body stream that raises instead of passing ``limit`` bytes (and never buffers past
+    it: every read asks the server for at most one byte more than is left)."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def _check(self, data: bytes) -> bytes:
+        self._left -= len(data)
+        if self._left < 0:
+            raise RequestBodyTooLarge("request body beyond --limit-request-body")
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while True:
+                chunk = self.read(65536)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        return self._check(self._stream.read(min(size, self._left + 1)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        cap = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        return self._check(self._stream.readline(cap))
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
 # --------------------------------------------------------------------------- AccessLog
 
 _FIELDS: tuple[str, ...] = (
@@ -636,7 +738,9 @@ class AccessLog:
             if self.json_lines:
                 import json
 
-                line = json.dumps({"type": "access", **record}, ensure_ascii=False)
+                # ISO time, like the launcher's own JSON records in the same stream
+                iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.pop("epoch", time.time())))  # type: ignore[arg-type]
+                line = json.dumps({"type": "access", **record, "time": iso}, ensure_ascii=False)
             else:
                 line = self.fmt.format_map(record)
             stream = self.stream if self.stream is not None else sys.stderr
@@ -732,6 +836,7 @@ class _Request:
                 "user_agent": _esc(self.user_agent),
                 "duration_ms": round((end - self.started) * 1000.0, 1),
                 "pid": os.getpid(),
+                "epoch": self.started_wall,
             }
         )
 

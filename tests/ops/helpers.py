@@ -74,18 +74,14 @@ def backend_class(name: str) -> Any:
 
 def socket_backend_params(workers: int = 1) -> list[Any]:
     """Every HTTP backend for tests that hand the server a listening socket (systemd activation,
-    fd://N).  A backend whose class says ``takes_sockets = False`` binds its own sockets (mod_wsgi:
-    Apache listens) and is excluded here, with the reason shown in the test report."""
+    fd://N).  A backend whose class says ``inherits_sockets = False`` binds its own port (mod_wsgi:
+    Apache listens) and is left out here: test_backend_that_binds_its_own_refuses_handed_over_sockets
+    asserts that it refuses such sockets instead."""
     params = []
     for name in support.backend_names("http"):
         cls = backend_class(name)
-        test_id = f"{name}-w{workers}"
-        if cls is not None and not getattr(cls, "takes_sockets", True):
-            reason = (f"{name} cannot take a listening socket (takes_sockets = False: the server binds its own),"
-                      " so socket activation and fd://N do not apply to it")
-            params.append(pytest.param(name, workers, id=test_id, marks=pytest.mark.skip(reason=reason)))
-        else:
-            params.append(pytest.param(name, workers, id=test_id))
+        if cls is None or getattr(cls, "inherits_sockets", True):
+            params.append(pytest.param(name, workers, id=f"{name}-w{workers}"))
     return params
 
 
