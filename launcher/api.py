@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-from launcher.errors import LauncherError, ServerError
+from launcher.errors import ServerError
 from launcher.options import resolve
 
 TYPE_CHECKING = False
@@ -192,22 +192,11 @@ def _fork_server(opts: ServeOptions) -> int:
     pid = os.fork()
     if pid:
         return pid
-    code = 1
-    try:
+    from launcher import lifecycle, log
+
+    def child() -> int:
         os.setsid()
-        from launcher import lifecycle, log
-
         log.configure(opts.log_level, opts.log_format)
-        code = lifecycle.run(opts, app=opts.app)
-    except LauncherError as exc:
-        from launcher.cli import report
+        return lifecycle.run(opts, app=opts.app)
 
-        code = report(exc)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    lifecycle.exit_child(child)

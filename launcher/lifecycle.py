@@ -30,7 +30,7 @@ from launcher.log import logger
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, NoReturn
 
     from backends.base import Backend
     from launcher.options import ServeOptions
@@ -483,21 +483,7 @@ class Supervisor:
         if pid:
             self.workers[pid] = slot
             return
-        code = 1
-        try:
-            code = self._worker_main()
-        except LauncherError as exc:
-            from launcher.cli import report
-
-            code = report(exc)
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+        exit_child(self._worker_main)
 
     def _worker_main(self) -> int:
         for sig in (signal.SIGCHLD, signal.SIGHUP):
@@ -576,6 +562,26 @@ class Supervisor:
             logger.warning("worker %d (%s) exited; starting a new one", pid, how)
             time.sleep(self.RESPAWN_DELAY)
             self._spawn(slot)
+
+
+def exit_child(main: Callable[[], int]) -> NoReturn:
+    """End a forked child with ``main()``'s exit code, never returning into the parent's code
+    (its clean-up would remove sockets the parent still serves): errors become the CLI's one line."""
+    code = 1
+    try:
+        code = main()
+    except LauncherError as exc:
+        from launcher.cli import report
+
+        code = report(exc)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _drain_fd(fd: int) -> None:
