@@ -50,6 +50,12 @@ Traps handled, and why:
   too) and a second one kills the workers and exits 130 at once.  SIGUSR2 (re-exec of the
   command line) cannot work under the launcher and is ignored with a warning; SIGHUP reloads
   (fresh workers re-import the app), SIGTTIN/SIGTTOU change the worker count as in gunicorn.
+* Draining.  gunicorn never tells systemd STOPPING=1 and knows nothing of --health-path: the
+  arbiter sends STOPPING=1 to NOTIFY_SOCKET when its stop begins, and each worker chains its
+  SIGTERM and SIGQUIT handlers (installed by gunicorn before ``post_worker_init``) so the
+  launcher's ``draining`` flag is set the moment the arbiter tells it to stop: /healthz then
+  answers 503.
+  (gthread answers requests on kept-alive connections with ``Connection: close`` meanwhile.)
 * Stop accepting.  gunicorn's gevent worker looks at its stop flag once a second and serves new
   connections until then: its servers are closed as soon as the flag drops.  (The sync worker
   has no keep-alive and takes one request at a time: connections still waiting in the listen
@@ -586,10 +592,32 @@ class _Runtime:
         # The arbiter drains on the first SIGINT; a worker must not quit mid-request when Ctrl-C
         # reaches the whole process group (gunicorn's worker treats SIGINT as "quit now").
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _drain_on_stop()
         ggevent = sys.modules.get("gunicorn.workers.ggevent")
         if ggevent is not None and isinstance(worker, ggevent.GeventWorker):
             _stop_accepting_promptly(worker)
         self.send("ready")
+
+
+def _drain_on_stop() -> None:
+    """Set the launcher's ``draining`` flag in this worker as soon as its stop begins, so
+    --health-path answers 503 from then on (the arbiter tells each worker with SIGTERM, or SIGQUIT
+    for a quick stop): chain gunicorn's own handlers, which ``init_signals`` installed before
+    ``post_worker_init``."""
+    from launcher.drain import draining
+
+    for sig in (signal.SIGTERM, signal.SIGQUIT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+            draining.set()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+    # As gunicorn's init_signals: the stop must not interrupt system calls of running requests.
+    signal.siginterrupt(signal.SIGTERM, False)
 
 
 def _stop_accepting_promptly(worker: Any) -> None:
@@ -837,6 +865,12 @@ def _define_classes() -> tuple[type[Any], type[Any]]:
 
         def stop(self, graceful: bool = True) -> None:
             runtime = self.runtime
+            if not self.stopping and runtime.notify_socket:
+                # The stop begins (SIGTERM, the draining SIGINT, SIGQUIT or a halt): tell systemd
+                # now, while the workers drain, as the launcher does for every other backend.
+                from launcher.lifecycle import sd_notify
+
+                sd_notify(runtime.notify_socket, "STOPPING=1")
             self.stopping = True
             # Close our copies without unlinking unix socket files: the launcher removes its own.
             sock.close_sockets(self.LISTENERS, False)

@@ -41,8 +41,9 @@ address (it writes ``Listen ::1:P``): such --bind values are refused before star
 
 The app is imported in each daemon process through the launcher's own importer, by the same entry
 file as the uwsgi backend (:func:`backends.uwsgi.child_app`), with the launcher's access log
-written to the process's real stderr (mod_wsgi turns ``sys.stderr`` into prefixed error-log
-entries).
+and records written to the process's real stderr (mod_wsgi turns ``sys.stderr`` into prefixed
+error-log entries), marked so the launcher passes them on as they are.  An exception in the app
+before its response started is logged there (one record with the traceback) and answered 500.
 
 Traps handled, and why:
 
@@ -65,7 +66,19 @@ Traps handled, and why:
 * Readiness.  Apache listens before the daemon processes have imported the app: the launcher waits
   until each daemon process marked itself loaded, then for the entry file's 204 to a request
   carrying the run's random ``X-Launcher-Probe`` token.  Apache's start-up output is held back
-  (shown with --log-level debug or in the error when it fails), then passed on to stderr.
+  (shown with --log-level debug or in the error when it fails).
+* Logs.  Apache writes its error log to the launcher's pipe (``--log-to-terminal``): each of its
+  lines (``[mpm_event:notice] ... AH00492: caught SIGWINCH``, mod_wsgi's ``[wsgi:error]`` report
+  of an exception raised while a response was sent) becomes a launcher record at the level
+  Apache gave it, without Apache's date; a traceback is one record.  See backends/uwsgi.py.
+* --health-path.  On SIGTERM/SIGINT the launcher writes a file into the status directory before
+  it sends SIGWINCH; a thread in each daemon process sees it within 50 ms and sets the
+  ``draining`` flag, so /healthz answers 503 during the drain.  mod_wsgi offers no hook in the
+  daemon process for the start of Apache's graceful stop: its signal handlers are C code,
+  ``signal.signal()`` from Python is ignored there (WSGIRestrictSignal, on by default), and
+  ``atexit`` callbacks run when the process ends.  Apache closes idle keep-alive
+  connections at once when the graceful stop begins: a probe on such a connection sees it closed
+  (a request being received is still answered, 503).
 * mod_wsgi-express's default locale en_US.UTF-8 does not exist on Debian (a warning per daemon):
   C.UTF-8 is set.  Chunked request bodies are refused by mod_wsgi unless ``--chunked-request``.
 

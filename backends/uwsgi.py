@@ -93,7 +93,21 @@ Traps handled, and why:
   sends one real request carrying a random token (``X-Launcher-Probe``) that the entry file answers
   with 204 without calling the app, the access log or the middleware; only then the startup line
   and the ready file.  uWSGI's own start-up output is held back (shown with --log-level debug, or in
-  the error when it fails); after readiness its output is passed on to stderr.
+  the error when it fails).
+* Logs.  uWSGI prints its own lines ("graceful shutdown triggered...", "goodbye to uWSGI.") and
+  a Python traceback line by line, which breaks --log-format json and a text --access-log-format.
+  Its stdout and stderr are one pipe the launcher reads (:class:`ProgramOutput`): every line of
+  uWSGI's own becomes a launcher record (JSON or the launcher's text line; a printed traceback is
+  one record).  The launcher's code inside the workers configures the launcher's logging
+  (--log-level, --log-format) and writes the access log and its records with a mark at the start
+  of each line (:class:`MarkedStderr`, one ``write(2)`` per record): the launcher strips the mark
+  and passes those lines on as they are, never wrapped twice.  An exception in the app is logged
+  there with its traceback, one record, as for other backends.  The reader is a daemon thread
+  that reads to the end of the pipe once uWSGI exited (no line lost, no exit held up).
+* --health-path.  The launcher writes a file into the run's status directory on SIGTERM/SIGINT,
+  before it signals uWSGI; a thread in each worker (:class:`StopWatch`) sees it within 50 ms and
+  sets the ``draining`` flag: /healthz answers 503 from then on.  (uWSGI has no Python hook when a
+  worker's graceful stop begins: its SIGHUP handler is C code, ``uwsgi.atexit`` runs at the end.)
 * nginx's ``uwsgi_modifier1 30`` (the Flask guide's uwsgi_pass configuration, which sends
   SCRIPT_NAME=/yourapplication with the full path in PATH_INFO) is ignored by this uWSGI: PATH_INFO
   keeps the prefix.  Run with ``--root-path /yourapplication``: the launcher's RootPath keeps
@@ -106,7 +120,9 @@ Traps handled, and why:
 from __future__ import annotations
 
 import collections
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -134,6 +150,8 @@ PROBE_ENVIRON = "HTTP_X_LAUNCHER_PROBE"
 READY_TIMEOUT = 60.0
 #: Lines of a program's output kept for error messages.
 OUTPUT_TAIL = 200
+#: Seconds between two looks of a server process for the launcher's stop (:class:`StopWatch`).
+STOP_POLL = 0.05
 #: A chunked request body the app left unread is drained up to this much before the connection is
 #: shut down instead (so a keep-alive connection never parses body bytes as a request).
 DRAIN_LIMIT = 1 << 20
@@ -166,25 +184,70 @@ class AnnouncedListener(Listener):
 
 
 class ProgramOutput:
-    """Reads a program's merged stdout/stderr: held back (last lines kept) until :meth:`go_live`,
-    then passed on to the launcher's stderr line by line."""
+    """Reads a program's merged stdout/stderr through a pipe, line by line.
+
+    A line marked with :data:`LINE_MARK` was written by the launcher's own code inside the program
+    (the access log, the launcher's records from the entry file): it is finished, JSON or the
+    user's format already, and goes to stderr as it is, always.  Every other line is the server's
+    own output: held back (last lines kept) until :meth:`go_live`, then relayed as a launcher
+    record (:class:`Relay`), so ``--log-format json`` gives JSON lines and text mode the
+    launcher's text lines.  The reader is a daemon thread: it never holds the exit, and
+    :meth:`join` after the program exited reads to the end of the pipe, so no line is lost.
+    """
 
     def __init__(self, stream: Any, live: bool = False) -> None:
         self.lines: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL)
         self._live = live
         self._lock = threading.Lock()
+        self._relay = Relay()
         self._thread = threading.Thread(target=self._pump, args=(stream,), name="program-output", daemon=True)
         self._thread.start()
 
     def _pump(self, stream: Any) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            with self._lock:
-                self.lines.append(line)
-                live = self._live
-            if live:
-                _write_stderr(line + "\n")
-        stream.close()
+        import select
+
+        fd = stream.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        buffer = b""
+        try:
+            while True:
+                # A traceback being gathered is sent on once the program pauses.
+                timeout = int(RELAY_PAUSE * 1000) if self._relay.pending else None
+                try:
+                    readable = poller.poll(timeout)
+                except InterruptedError:
+                    continue
+                if not readable:
+                    self._relay.flush()
+                    continue
+                try:
+                    chunk = os.read(fd, 65536)
+                except InterruptedError:
+                    continue
+                if not chunk:
+                    break
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for raw in lines:
+                    self._line(raw.decode("utf-8", "replace").rstrip("\r"))
+            if buffer:
+                self._line(buffer.decode("utf-8", "replace").rstrip("\r"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._relay.flush()
+            stream.close()
+
+    def _line(self, line: str) -> None:
+        if line.startswith(LINE_MARK):
+            self._relay.flush()  # keep the order
+            _write_stderr(line[len(LINE_MARK):] + "\n")
+            return
+        with self._lock:
+            self.lines.append(line)
+            live = self._live
+        if live:
+            self._relay.feed(line)
 
     def go_live(self) -> None:
         with self._lock:
@@ -196,6 +259,90 @@ class ProgramOutput:
     def tail(self, count: int = 20) -> list[str]:
         with self._lock:
             return [line for line in list(self.lines)[-count:] if line.strip()]
+
+
+#: Marks a line the launcher's code wrote inside the server program (see :class:`MarkedStderr`).
+LINE_MARK = "\x1e"
+#: Seconds of silence after which a traceback being gathered by :class:`Relay` is sent on.
+RELAY_PAUSE = 0.2
+
+_APACHE_LINE = re.compile(
+    r"^\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [^\]]*\] \[(?P<module>[\w.-]*):(?P<level>\w+)\] "
+    r"(?P<ids>(?:\[(?:pid|client|remote) [^\]]*\] )*)(?P<body>.*)$"
+)
+_UWSGI_TIME = re.compile(r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} - ")
+_APACHE_LEVELS = {"emerg": logging.CRITICAL, "alert": logging.CRITICAL, "crit": logging.CRITICAL,
+                  "error": logging.ERROR, "warn": logging.WARNING, "notice": logging.INFO, "info": logging.INFO}
+_ERROR_WORDS = re.compile(r"\b(?:error|fatal|segmentation fault|exception|damn)\b", re.IGNORECASE)
+_TRACEBACK = "Traceback (most recent call last):"
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
+class Relay:
+    """The server program's own lines as launcher records (``logger``), one record per line, a
+    Python traceback the program printed gathered into one record.
+
+    Apache's lines ``[date] [module:level] [pid N:tid M] message`` keep everything but the date
+    (the record has its own time) and take the level Apache gave them; uWSGI's lines lose their
+    leading date, and are errors when they say so (``!!!``, "error"...), warnings when they say
+    "warning", notices otherwise.
+    """
+
+    def __init__(self) -> None:
+        #: the traceback being gathered: its lines (without their prefix), its prefix
+        self.pending: list[str] = []
+        self.prefix = ""
+        self.ended = False  # its last line (the exception) arrived: a chained one may follow
+
+    def feed(self, line: str) -> None:
+        prefix, level, body = self.parse(line)
+        if self.pending:
+            if prefix == self.prefix and self._belongs(body):
+                self.pending.append(body)
+                return
+            self.flush()
+        if body.startswith(_TRACEBACK):
+            self.pending, self.prefix, self.ended = [body], prefix, False
+            return
+        if body.strip():
+            logger.log(level, "%s", prefix + body)
+
+    def _belongs(self, body: str) -> bool:
+        """Whether ``body`` (from the same process and thread) goes on the traceback gathered."""
+        text = body.strip()
+        if not self.ended:
+            if text and not body[0].isspace() and text != _TRACEBACK and not body.startswith(_CHAINED):
+                self.ended = True  # the exception line: the traceback's last line
+            return True
+        if not text:
+            return True  # maybe the blank line before a chained traceback
+        if body.startswith(_CHAINED):
+            self.ended = False
+            return True
+        return False
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        lines, self.pending = self.pending, []
+        while lines and not lines[-1].strip():
+            lines.pop()
+        logger.error("%s", self.prefix + "\n".join(lines))
+
+    @staticmethod
+    def parse(line: str) -> tuple[str, int, str]:
+        """(prefix kept in the message, level, the rest) of one line of the program's output."""
+        match = _APACHE_LINE.match(line)
+        if match is not None:
+            level = _APACHE_LEVELS.get(match["level"], logging.DEBUG)
+            return f"[{match['module']}:{match['level']}] {match['ids']}", level, match["body"]
+        body = _UWSGI_TIME.sub("", line, count=1)
+        text = body.strip()
+        if text.startswith("!!!") or _ERROR_WORDS.search(text):
+            return "", logging.ERROR, body
+        if "warning" in text.lower():
+            return "", logging.WARNING, body
+        return "", logging.INFO, body
 
 
 def _write_stderr(text: str) -> None:
@@ -371,7 +518,13 @@ class ProgramBackend(Backend):
         except (OSError, ValueError):
             return None
         if data.get("traceback"):
-            _write_stderr(str(data["traceback"]).rstrip("\n") + "\n")
+            trace = str(data["traceback"]).rstrip("\n")
+            from launcher.log import json_mode
+
+            if json_mode():
+                logger.error("%s", trace)  # one JSON record, as the CLI reports the rest
+            else:
+                _write_stderr(trace + "\n")  # as the CLI prints the user's traceback
         return AppImportError(str(data.get("message") or "the app failed to import"), str(data.get("part") or "spec"))
 
     def wait_exit(self) -> int:
@@ -615,9 +768,9 @@ def child_app(config_path: str) -> WSGIApp:
         from launcher.options import resolve
 
         opts = resolve(config["app"], cli=config["options"], env={}, use_file=False)
+        marked = worker_logging(opts.log_level, opts.log_format)
         app = middleware.wrap(importer.import_app(config["app"], cwd=config["cwd"]), opts)
-        if config["mode"] == "mod_wsgi":
-            _access_log_to_fd2(app)
+        _access_log_to(app, marked)
     except AppImportError as exc:
         _report_failure(status_dir, str(exc), exc.part, exc.__cause__)
         raise
@@ -651,17 +804,77 @@ def _report_failure(status_dir: str, message: str, part: str, cause: BaseExcepti
         pass
 
 
-def _access_log_to_fd2(app: Any) -> None:
-    """mod_wsgi turns ``sys.stderr`` into its error log, one prefixed entry per line: give the
-    launcher's access log the process's real stderr (the server's log stream) instead."""
+class MarkedStderr:
+    """A text stream onto file descriptor 2 of a server process, each line marked with
+    :data:`LINE_MARK`, so the launcher passes it on as it is (:class:`ProgramOutput`).
+
+    fd 2 is the pipe the launcher reads in every process of the program: uWSGI's workers write
+    there, and so does Apache (``--log-to-terminal``), whose mod_wsgi daemon processes have it too
+    (their ``sys.stderr`` is mod_wsgi's error log instead, one prefixed entry per line).  A write
+    of a whole record is one ``write(2)``: up to PIPE_BUF bytes, lines of several processes never
+    mix.
+    """
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        with self.lock:
+            marked = []
+            *complete, rest = text.split("\n")  # lines end at "\n" only, as the launcher reads them
+            for line in complete:
+                marked.append(f"{LINE_MARK if self.at_line_start else ''}{line}\n")
+                self.at_line_start = True
+            if rest:
+                marked.append(f"{LINE_MARK if self.at_line_start else ''}{rest}")
+                self.at_line_start = False
+            data = "".join(marked).encode("utf-8", "backslashreplace")
+            while data:
+                try:
+                    written = os.write(self.fd, data)
+                except InterruptedError:
+                    continue
+                data = data[written:]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+
+def worker_logging(level: str, fmt: str) -> MarkedStderr:
+    """The launcher's logging in a server process, as in the launcher (``--log-level``,
+    ``--log-format``), its lines marked to pass the launcher unchanged; returns the stream."""
+    from launcher import log
+
+    log.configure(level, fmt)
+    stream = MarkedStderr()
+    for handler in log.logger.handlers:
+        if getattr(handler, "_launcher", False) and isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream)
+    if fmt == "json":
+        # Warnings and errors libraries log without a handler: JSON records too (configure() made
+        # logging's fallback write them to sys.stderr, which mod_wsgi would prefix).
+        fallback = logging.StreamHandler(stream)
+        fallback.setLevel(logging.WARNING)
+        fallback.setFormatter(log.JSONFormatter())
+        logging.lastResort = fallback
+    return stream
+
+
+def _access_log_to(app: Any, stream: Any) -> None:
+    """Give the launcher's access log (in the middleware chain of ``app``) ``stream``."""
     from launcher.middleware import AccessLog
 
-    stream = None
     node = app
     for _ in range(16):
         if isinstance(node, AccessLog):
-            if stream is None:
-                stream = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
             node.stream = stream
         node = getattr(node, "app", None)
         if node is None:
@@ -689,11 +902,36 @@ class Adapter:
                 start_response("204 No Content", [])
                 return []
         if self.mode == "mod_wsgi":  # Apache's HTTP handling needs nothing more
-            result: Iterable[bytes] = self.app(environ, start_response)
-            return result
+            return _mod_wsgi_call(self.app, environ, start_response)
         if self.connections is not None:
             self.connections.begin()
         return _Exchange(self.app, environ, start_response, self.mode, self.limit).run()
+
+
+def _mod_wsgi_call(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Call the app under mod_wsgi: an exception before the response started is logged here, as one
+    launcher record (mod_wsgi would log its traceback line by line), and answered 500."""
+    try:
+        result: Iterable[bytes] = app(environ, start_response)
+    except Exception:
+        exc_info = sys.exc_info()
+        logger.exception("error in the app for %s %s", environ.get("REQUEST_METHOD"), _request_target(environ))
+        try:
+            start_response("500 Internal Server Error",
+                           [("Content-Type", "text/plain"), ("Content-Length", str(len(_ERROR_BODY)))], exc_info)
+        except Exception:  # the response had started (write()): mod_wsgi breaks the connection
+            raise exc_info[1].with_traceback(exc_info[2]) from None  # type: ignore[union-attr]
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [_ERROR_BODY]
+    return result
+
+
+def _request_target(environ: dict[str, Any]) -> str:
+    uri = environ.get("REQUEST_URI")
+    if uri:
+        return str(uri)
+    query = environ.get("QUERY_STRING")
+    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    return f"{path}?{query}" if query else path
 
 
 class StopWatch:
@@ -755,7 +993,7 @@ class StopWatch:
 
     def _watch(self) -> None:
         while not os.path.exists(self.path):
-            time.sleep(0.1)
+            time.sleep(STOP_POLL)
         from launcher.drain import draining
 
         draining.set()
@@ -909,25 +1147,22 @@ class _Exchange:
         return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
 
     def failed(self) -> list[bytes]:
-        """The app raised: answer 500 while no byte of the response is out (and log it)."""
-        import traceback
-
+        """The app raised: answer 500 while no byte of the response is out, else break the
+        connection (logged either way)."""
         exc_info = sys.exc_info()
         if isinstance(exc_info[1], BodyTooLarge) and not self.committed:
             self.pending = ("413 Content Too Large", [("Content-Type", "text/plain"), ("Content-Length", "18")])
             self.commit()
             return [] if self.head else [b"Content Too Large\n"]
+        environ = self.environ
+        # One launcher record with the traceback (uWSGI would print it line by line).
+        logger.exception("error in the app for %s %s", environ.get("REQUEST_METHOD"), _request_target(environ))
         if self.committed:
             # The headers (and maybe part of the body) are out: the client must see a broken
-            # response, not a short one.
+            # response, not a short one.  The connection is reset, and the response ends here
+            # (no end of a chunked body), without handing uWSGI the exception to print again.
             _abort_connection()
-            raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]  # uWSGI logs it
-        errors = self.environ.get("wsgi.errors") or sys.stderr
-        try:
-            errors.write("".join(traceback.format_exception(*exc_info)))
-            errors.flush()
-        except Exception:  # a broken log stream must not hide the answer
-            pass
+            return []
         self.pending = ("500 Internal Server Error",
                         [("Content-Type", "text/plain"), ("Content-Length", str(len(_ERROR_BODY)))])
         self.commit()
@@ -962,7 +1197,7 @@ class _Body:
                     exchange._add_length(0)  # no body at all: say so rather than chunk nothing
                 exchange.commit()
         except Exception:
-            yield from exchange.failed()  # re-raises once the headers are out
+            yield from exchange.failed()  # nothing once the headers are out: the connection is reset
             return
         if exchange.chunked:
             yield b"0\r\n\r\n"
