@@ -34,17 +34,41 @@ Traps handled, and why:
   (a CPU-bound request) would starve along with the handler itself: so a real OS thread enforces
   the same hard deadline from the first signal, and a second SIGINT still exits at once.
 
-gevent.pywsgi's parser is lax (37 of gunicorn's 63 invalid requests accepted, 7 of 13 smuggling
-probes reached the app, measured here): never expose this backend to untrusted clients without a
-request-hygiene layer or a reverse proxy in front.
+Request hygiene and limits (the launcher's, :mod:`launcher.hygiene`).  gevent.pywsgi's parser is
+lax: 37 of gunicorn's 63 invalid requests accepted, and here 34 of the 49 malformed requests of
+tests/reliability reached the app, a hidden second request behind 26 of them (CL + TE in either
+order, Transfer-Encoding obfuscated, duplicate or "+N"/"0_0" Content-Length, NUL and control bytes,
+obsolete folding, no Host, absolute-form...).  Its header parser (the stdlib's email parser) also
+ends the head at the first line it cannot read and takes what follows for the body.  So the handler
+reads the header lines itself, up to the blank line and within the limits (a field longer than
+--limit-request-field-size or more than --limit-request-fields fields is refused as soon as it is
+read, 431), checks the raw head, and only then hands the fields to pywsgi's own request handling
+(a message built from the checked fields, not re-parsed).  A refused head is answered with its
+status and ``Connection: close`` and the connection ends: nothing sent behind it is read.
+pywsgi's fixed 8192-byte cap on the request line stays (``--limit-request-line`` above it has no
+effect).  Its chunk parser is strict (hex digits only, at most 16 of them, CRLF checked) but reads
+the body lazily, as the app reads ``wsgi.input``: a bad chunk is found while the app reads (the
+app has been called with the head; its read fails and the answer is 400, or the connection is
+closed if the app already answered).
+
+--limit-request-body: a Content-Length above it is refused before the app is called (413); a
+chunked body is read at most one byte past it, then the read fails and the answer is 413 (the app
+may have started; the unread rest is never read).  --header-timeout: the request head must be
+complete within that many seconds of its first byte (a gevent ``Timeout`` around the reads; pywsgi
+has no head timer: a client trickling its head kept the connection indefinitely), and each read of
+the request body may wait that long at most (408, connection closed).  --keepalive is the wait for
+a request's first byte.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from io import BytesIO
 
 from backends.base import Backend
+from launcher.hygiene import Limits, Rejection, check_head, error_parts, error_response, parse_head
+from launcher.log import logger
 from launcher.options import Option
 
 TYPE_CHECKING = False
@@ -70,7 +94,10 @@ class GeventBackend(Backend):
     distribution = "gevent"
     # 23.9.0 fixed chunked-trailer smuggling (CVE-2023-41419), 25.4.1 the 100-continue one.
     min_version = "25.4.1"
-    supports = frozenset({"connections", "keepalive"})
+    supports = frozenset({
+        "connections", "keepalive", "header_timeout", "limit_request_line", "limit_request_fields",
+        "limit_request_field_size", "limit_request_body",
+    })
     option_spec = (
         Option("max_accept", "int", None, "connections accepted per wake-up of the accept loop (gevent: 100;"
                " 1 with several workers, which spreads connections across them)", minimum=1),
@@ -117,6 +144,8 @@ class GeventBackend(Backend):
             server.launcher_backend = self
             server.launcher_tcp = not listener.is_unix
             server.launcher_keepalive = opts.keepalive
+            server.launcher_limits = Limits.from_options(opts)
+            server.launcher_header_timeout = opts.header_timeout
             if max_accept is not None:
                 server.max_accept = max_accept
             self._servers.append(server)
@@ -269,13 +298,81 @@ def _classes() -> tuple[Any, Any]:
     global _CLASSES
     if _CLASSES is not None:
         return _CLASSES
-    from gevent.pywsgi import WSGIHandler, WSGIServer
+    from gevent import Timeout
+    from gevent.pywsgi import Input, WSGIHandler, WSGIServer, _InvalidClientInput, headers_factory
+
+    class Refused(ValueError):
+        """A request head the hygiene rules refuse (pywsgi reads a ValueError as a client error)."""
+
+        def __init__(self, rejection: Rejection) -> None:
+            super().__init__(rejection.reason)
+            self.rejection = rejection
+
+    class HeadTimeout(OSError):
+        """--header-timeout ran out while the head was read (an OSError: pywsgi closes quietly)."""
+
+    class BodyRefused(_InvalidClientInput):  # type: ignore[misc]
+        """The request body broke a limit: pywsgi answers the client error and closes."""
+
+    class CheckedInput(Input):  # type: ignore[misc]
+        """pywsgi's request body stream with --header-timeout on each read and the chunked body
+        capped at --limit-request-body (read one byte past it at most)."""
+
+        __slots__ = ("launcher_handler",)
+
+        def _launcher_read(self, read: Any, size: Any) -> bytes:
+            handler = self.launcher_handler
+            timeout = handler.server.launcher_header_timeout
+            sock = handler.socket
+            if timeout > 0:
+                sock.settimeout(timeout)
+            try:
+                data: bytes = read(size)
+                return data
+            except TimeoutError:
+                me: Any = self  # _chunked_input_error is a slot of pywsgi's Input
+                me._chunked_input_error = True  # nothing left to discard: the connection ends
+                handler.launcher_refusal = Rejection(408, "request body timed out")
+                raise BodyRefused("no request body for --header-timeout seconds") from None
+            finally:
+                if timeout > 0 and getattr(handler, "socket", None) is not None:
+                    sock.settimeout(None)
+
+        def read(self, length: int | None = None) -> bytes:
+            return self._launcher_read(super().read, length)
+
+        def readline(self, size: int | None = None) -> bytes:
+            return self._launcher_read(super().readline, size)
+
+        def _chunked_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+            handler = self.launcher_handler
+            limit = handler.server.launcher_limits.body
+            if not limit:
+                data: bytes = super()._chunked_read(length, use_readline)
+                return data
+            room = limit - handler.launcher_body_read + 1
+            if length is None or length > room:
+                length = room  # never buffer more than the limit allows (+1 to see it broken)
+            data = super()._chunked_read(length, use_readline)
+            handler.launcher_body_read += len(data)
+            if handler.launcher_body_read > limit:
+                me: Any = self
+                me._chunked_input_error = True
+                handler.launcher_refusal = Rejection(413, "chunked body beyond --limit-request-body")
+                raise BodyRefused("chunked request body beyond --limit-request-body")
+            return data
 
     class Handler(WSGIHandler):  # type: ignore[misc]
-        """Tracks its connection for the drain; idle timeout between requests; close on stop."""
+        """Tracks its connection for the drain; idle timeout between requests; close on stop;
+        request hygiene, limits and the head timer."""
 
         launcher_busy = False
         launcher_served = 0
+        launcher_fields: list[tuple[str, str]] | None = None
+        launcher_head_timer: Any = None
+        #: why the request was refused after the app was called (the answer's status)
+        launcher_refusal: Rejection | None = None
+        launcher_body_read = 0
 
         def handle(self) -> None:
             backend = self.server.launcher_backend
@@ -284,6 +381,14 @@ def _classes() -> tuple[Any, Any]:
                 super().handle()
             finally:
                 backend._connections.discard(self)
+
+        def handle_one_request(self) -> Any:
+            self.launcher_refusal = None
+            self.launcher_body_read = 0
+            try:
+                return super().handle_one_request()
+            finally:
+                self._launcher_stop_head_timer()
 
         def read_requestline(self) -> str:
             self.launcher_busy = False
@@ -295,15 +400,109 @@ def _classes() -> tuple[Any, Any]:
             # --keepalive seconds; the timeout also bounds each read of the headers, and is lifted
             # in read_request before the app reads the body.
             self.socket.settimeout(keepalive if keepalive > 0 else FIRST_REQUEST_TIMEOUT)
+            try:
+                if not self.rfile.peek(1):
+                    return ""  # the client closed
+            except OSError:
+                return ""  # idle past --keepalive, or reset
+            # The first byte of a head is here: the whole head gets --header-timeout from now.
+            header_timeout = server.launcher_header_timeout
+            if header_timeout > 0:
+                self.launcher_head_timer = Timeout.start_new(header_timeout, HeadTimeout)
             line: str = super().read_requestline()
             if line:
                 self.launcher_busy = True
             return line
 
         def read_request(self, raw_requestline: str) -> Any:
-            result = super().read_request(raw_requestline)
+            limits: Limits = self.server.launcher_limits
+            raw = raw_requestline.encode("latin-1") + b"".join(self._launcher_read_fields(limits))
+            head = parse_head(raw)
+            rejection = head if isinstance(head, Rejection) else check_head(*head, limits)
+            if rejection is not None:
+                raise Refused(rejection)
+            assert not isinstance(head, Rejection)
+            self.launcher_fields = head[3]
+            try:
+                result = super().read_request(raw_requestline)
+            finally:
+                self.launcher_fields = None
+            if limits.body and self.content_length is not None and self.content_length > limits.body:
+                raise Refused(Rejection(413, "Content-Length beyond --limit-request-body"))
+            self._launcher_stop_head_timer()
             self.socket.settimeout(None)
             return result
+
+        def _launcher_read_fields(self, limits: Limits) -> list[bytes]:
+            """The field lines up to and including the blank line, refused early past the limits."""
+            longest = (limits.field_size or 65534) + 2  # the field and its CRLF
+            lines: list[bytes] = []
+            while True:
+                line = self.rfile.readline(longest + 1)
+                if not line:
+                    raise HeadTimeout("the client closed in the middle of a request head")
+                lines.append(line)
+                if line in (b"\r\n", b"\n"):
+                    return lines
+                if len(line) > longest or not line.endswith(b"\n"):
+                    raise Refused(Rejection(431, f"a header field longer than {longest - 2} bytes"))
+                if limits.fields and len(lines) > limits.fields:
+                    raise Refused(Rejection(431, f"more than {limits.fields} header fields"))
+
+        def _launcher_stop_head_timer(self) -> None:
+            timer = self.launcher_head_timer
+            if timer is not None:
+                self.launcher_head_timer = None
+                timer.close()
+
+        def MessageClass(self, *args: Any) -> Any:
+            fields = self.launcher_fields
+            if fields is None:
+                return super().MessageClass(*args)
+            # The fields already read and checked; the stdlib parser would re-read them its own way.
+            message = headers_factory(BytesIO(b""))
+            for name, value in fields:
+                message[name] = value
+            return message
+
+        def get_environ(self) -> dict[str, Any]:
+            environ: dict[str, Any] = super().get_environ()
+            me: Any = self  # pywsgi's untyped attributes
+            stream = me.wsgi_input
+            checked = CheckedInput(stream.rfile, stream.content_length, socket=stream.socket,
+                                   chunked_input=stream.chunked_input)
+            checked.launcher_handler = self
+            me.wsgi_input = checked
+            if environ.get("wsgi.input") is stream:
+                environ["wsgi.input"] = checked
+            return environ
+
+        def _handle_client_error(self, ex: BaseException) -> Any:
+            if isinstance(ex, Refused):
+                logger.debug("refused a request from %s: %s", self.client_address, ex.rejection.reason)
+                self._launcher_stop_head_timer()
+                return str(ex.rejection.status), error_response(ex.rejection)
+            if isinstance(ex, OSError) and not isinstance(ex, _InvalidClientInput):
+                return None  # head timer, reset, EOF: close without a word
+            if isinstance(ex, BodyRefused):
+                logger.debug("refused a request body from %s: %s", self.client_address, ex)
+                return None
+            return super()._handle_client_error(ex)
+
+        def _send_error_response_if_possible(self, error_code: int) -> None:
+            refusal = self.launcher_refusal
+            if refusal is None:
+                super()._send_error_response_if_possible(error_code)
+                return
+            self.close_connection = True
+            if self.response_length or self.headers_sent:
+                return
+            status, headers, body = error_parts(refusal)
+            try:
+                self.start_response(status, headers)
+                self.write(body)
+            except OSError:
+                pass
 
         def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             server = self.server

@@ -9,9 +9,8 @@ timeout, since Twisted reads 0 as "never time out"), --connections -> the reacto
 the listening sockets while that many connections are open (the excess waits in the kernel's
 backlog, as with waitress), --backlog on the launcher's socket (kept when Twisted re-listens on a
 unix socket), ``-o reactor=epoll|poll|select`` -> the reactor installed.  --timeout is not mapped:
-a request running in a thread cannot be interrupted, so it is rejected before start; neither are
---header-timeout and the --limit-request-* options (Twisted has one idle timeout and fixed header
-limits), so they are rejected too.
+a request running in a thread cannot be interrupted, so it is rejected before start.
+--header-timeout and the --limit-request-* options are the launcher's (below).
 
 ``wsgi.errors`` is ``sys.stderr`` (Twisted's sends each write to its log as a critical event);
 ``wsgi.multiprocess``, which Twisted hard-codes false, is set by the launcher's in-flight counter
@@ -64,9 +63,25 @@ Traps handled, and why:
   Twisted and each worker builds its own reactor.  A reactor already imported when a worker starts
   came from the master (its epoll descriptor would be shared by every worker): that is an error.
 
-Twisted Web passes header names with underscores as if they had dashes (``X_Forwarded_For``
-arrives as ``HTTP_X_FORWARDED_FOR``, like ``X-Forwarded-For``); header hygiene is a separate layer
-of the launcher, not handled here.
+Request hygiene (:mod:`launcher.hygiene`): Twisted's parser let 10 of the 49 malformed requests of
+tests/reliability reach the app, a hidden second request behind 9 of them: it passes
+underscore look-alikes (``X_Forwarded_For`` arrives as HTTP_X_FORWARDED_FOR, ``Content_Length`` as
+CONTENT_LENGTH although Twisted framed no body), folds obsolete continuation lines, takes control
+bytes, no Host or two, absolute-form targets, and Transfer-Encoding in HTTP/1.0.  So the channel
+holds the lines of each request head back from Twisted until the blank line, checks the raw head
+and only then replays it to Twisted's own parser; a refused head is answered with its status and
+``Connection: close`` and the connection closed at once (nothing after it is parsed).
+--limit-request-line, --limit-request-fields and --limit-request-field-size are checked as each
+line arrives (414/431); Twisted's own caps stay: 16 KiB per line and per head in all (431 past
+either).  --limit-request-body: a Content-Length above
+it is refused (413) before anything is read, a chunked body as soon as a chunk would pass it (no
+body is buffered past the limit: Twisted buffers the whole body, in a temporary file above 100 kB,
+before the app is called).  Twisted's chunk decoder is strict (hex digits only, CRLF checked).
+
+--header-timeout: Twisted has one idle timer (the Site timeout, --keepalive), reset by every byte,
+so a client trickling its head kept the connection as long as it liked.  The channel closes a
+connection whose head is still incomplete --header-timeout seconds after its first byte, and one
+whose request body stops for --header-timeout seconds.
 """
 
 from __future__ import annotations
@@ -80,6 +95,8 @@ import time
 
 from backends.base import Backend
 from launcher.errors import BackendError, BindError
+from launcher.hygiene import Limits, Rejection, check_head, error_response, parse_head
+from launcher.log import logger
 from launcher.options import Option
 
 TYPE_CHECKING = False
@@ -111,7 +128,10 @@ class TwistedBackend(Backend):
     # 24.7.0 fixed out-of-order pipelined responses (CVE-2024-41671) and the redirectTo XSS
     # (CVE-2024-41810); 22.4.0 the request smuggling ones (CVE-2022-24801).
     min_version = "24.7.0"
-    supports = frozenset({"threads", "connections", "keepalive"})
+    supports = frozenset({
+        "threads", "connections", "keepalive", "header_timeout", "limit_request_line", "limit_request_fields",
+        "limit_request_field_size", "limit_request_body",
+    })
     option_spec = (
         Option("reactor", "choice", "epoll", "Twisted reactor to install: epoll, poll or select",
                choices=REACTORS),
@@ -171,6 +191,8 @@ class TwistedBackend(Backend):
         site = site_cls(resource, timeout=opts.keepalive or FIRST_REQUEST_TIMEOUT, reactor=reactor)
         site.keep_alive = opts.keepalive > 0
         site.max_connections = opts.connections
+        site.launcher_limits = Limits.from_options(opts)
+        site.launcher_header_timeout = opts.header_timeout
         self._site = site
         self._listeners = list(listeners)
         for listener in listeners:
@@ -328,13 +350,136 @@ def _site_class() -> Any:
     server: Any = importlib.import_module("twisted.web.server")
 
     class Channel(http.HTTPChannel):  # type: ignore[misc]
+        #: the lines of the request head being received, held back from Twisted until it is checked
+        _launcher_head: list[bytes] | None = None
+        _launcher_head_size = 0
+        #: the --header-timeout timer: the head's deadline, or the request body's idle timeout
+        _launcher_timer: Any = None
+        _launcher_refused = False
+        _launcher_body = 0
+
         def connectionMade(self) -> None:
             super().connectionMade()
             self.factory.channel_opened(self)
 
         def connectionLost(self, reason: Any) -> None:
+            self._launcher_cancel_timer()
             super().connectionLost(reason)
             self.factory.channel_closed(self)
+
+        # -- the head: held back, checked, then replayed to Twisted
+
+        def dataReceived(self, data: bytes) -> None:
+            super().dataReceived(data)
+            transport = self.transport
+            if self._launcher_refused or transport is None or transport.disconnecting or self._handlingRequest:
+                return
+            timeout = self.factory.launcher_header_timeout
+            if timeout <= 0:
+                return
+            if self.line_mode:
+                # A head has begun (a line held back, or part of one buffered): its deadline runs
+                # from its first byte, whatever trickles in after.
+                if self._launcher_timer is None and (self._launcher_head is not None or self._buffer):
+                    self._launcher_timer = self.callLater(timeout, self._launcher_timed_out, "request head")
+            else:
+                # Receiving a body: it may pause --header-timeout seconds at most.
+                self._launcher_cancel_timer()
+                self._launcher_timer = self.callLater(timeout, self._launcher_timed_out, "request body")
+
+        def lineReceived(self, line: bytes) -> Any:
+            head = self._launcher_head
+            if head is None:
+                if not line or not self.persistent:
+                    return super().lineReceived(line)  # the blank line Twisted skips, or one it drops
+                head = self._launcher_head = []
+                self._launcher_head_size = 0
+            if line:
+                head.append(line)
+                self._launcher_head_size += len(line) + 2
+                limits: Limits = self.factory.launcher_limits
+                if len(head) == 1 and limits.line and len(line) > limits.line:
+                    return self._launcher_refuse(Rejection(414, f"request line longer than {limits.line} bytes"))
+                if len(head) > 1 and limits.field_size and len(line) > limits.field_size:
+                    return self._launcher_refuse(Rejection(431, "a header field longer than"
+                                                                f" {limits.field_size} bytes"))
+                if limits.fields and len(head) - 1 > limits.fields:
+                    return self._launcher_refuse(Rejection(431, f"more than {limits.fields} header fields"))
+                if self._launcher_head_size > self.totalHeadersSize:
+                    return self._launcher_refuse(Rejection(431, f"request head over {self.totalHeadersSize} bytes"))
+                return None
+            # The blank line: the whole head is here.
+            self._launcher_head = None
+            self._launcher_cancel_timer()
+            rejection = self._launcher_check(head)
+            if rejection is not None:
+                return self._launcher_refuse(rejection)
+            self._launcher_body = 0
+            for held in head:
+                super().lineReceived(held)
+                if self.transport.disconnecting:
+                    return None  # Twisted refused it itself
+            return super().lineReceived(line)
+
+        def lineLengthExceeded(self, line: bytes) -> None:
+            # A line over Twisted's 16 KiB (LineReceiver.MAX_LENGTH): answered, not just dropped.
+            if self._launcher_head is None:
+                self._launcher_refuse(Rejection(414, f"request line over {self.MAX_LENGTH} bytes"))
+            else:
+                self._launcher_refuse(Rejection(431, f"a header field over {self.MAX_LENGTH} bytes"))
+
+        def _launcher_check(self, lines: list[bytes]) -> Rejection | None:
+            limits: Limits = self.factory.launcher_limits
+            head = parse_head(b"\r\n".join(lines))
+            if isinstance(head, Rejection):
+                return head
+            rejection = check_head(*head, limits)
+            if rejection is None and limits.body:
+                lengths = [value for name, value in head[3] if name.lower() == "content-length"]
+                if lengths and int(lengths[0].split(",")[0]) > limits.body:
+                    rejection = Rejection(413, "Content-Length beyond --limit-request-body")
+            return rejection
+
+        def _launcher_refuse(self, rejection: Rejection) -> None:
+            logger.debug("refused a request from %s: %s", self.transport.getPeer(), rejection.reason)
+            self._launcher_refused = True
+            self._launcher_head = None
+            self._launcher_cancel_timer()
+            self.transport.write(error_response(rejection))
+            self.loseConnection()  # LineReceiver stops parsing once the transport is disconnecting
+
+        def allContentReceived(self) -> None:
+            self._launcher_cancel_timer()
+            if self._launcher_refused:
+                return  # the body was refused half-way: the app must not be called
+            super().allContentReceived()
+
+        def launcher_body_chunk(self, size: int) -> bool:
+            """Count ``size`` body bytes about to be stored; False (and the request refused) past
+            --limit-request-body, counting the rest of a chunk whose size line was read."""
+            limit = self.factory.launcher_limits.body
+            if not limit or self._launcher_refused:
+                return not self._launcher_refused
+            self._launcher_body += size
+            decoder = self._transferDecoder
+            announced = getattr(decoder, "length", 0) if getattr(decoder, "state", "") == "BODY" else 0
+            if self._launcher_body + (announced or 0) > limit:
+                self._launcher_refuse(Rejection(413, "request body beyond --limit-request-body"))
+                return False
+            return True
+
+        def _launcher_timed_out(self, what: str) -> None:
+            self._launcher_timer = None
+            logger.debug("closing a connection from %s: %s not received within --header-timeout",
+                         self.transport.getPeer(), what)
+            self.loseConnection()
+
+        def _launcher_cancel_timer(self) -> None:
+            timer = self._launcher_timer
+            if timer is not None:
+                self._launcher_timer = None
+                if timer.active():
+                    timer.cancel()
 
         def checkPersistence(self, request: Any, version: bytes) -> bool:
             site = self.factory
@@ -358,6 +503,11 @@ def _site_class() -> Any:
         def getHost(self) -> Any:
             host = super().getHost()
             return unix_host if isinstance(host, address.UNIXAddress) else host
+
+        def handleContentChunk(self, data: bytes) -> None:
+            if self.channel is not None and not self.channel.launcher_body_chunk(len(data)):
+                return  # refused: nothing more is stored
+            super().handleContentChunk(data)
 
     class Site(server.Site):  # type: ignore[misc]
         # A plain HTTPChannel, not the HTTP/2-negotiating wrapper: there is no TLS here to offer h2.

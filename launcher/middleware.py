@@ -557,7 +557,7 @@ class _LimitedInput:
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 chunk = self.read(65536)
                 if not chunk:
