@@ -370,6 +370,27 @@ def _classes() -> tuple[Any, Any]:
         launcher_served = 0
         launcher_fields: list[tuple[str, str]] | None = None
         launcher_head_timer: Any = None
+
+        def _log_error(self, t: Any, v: Any, tb: Any) -> None:
+            # One launcher record (JSON with --log-format json) instead of gevent's bare traceback
+            # and its environ dump through the hub's error handler.
+            from gevent import GreenletExit
+
+            if issubclass(t, GreenletExit):
+                return
+            from launcher.log import logger
+
+            path = (self.environ or {}).get("PATH_INFO", "?") if isinstance(self.environ, dict) else "?"
+            logger.error("exception in the app while serving %s", path, exc_info=(t, v, tb))
+
+        def log_error(self, msg: str, *args: Any) -> None:
+            from launcher.log import logger
+
+            try:
+                text = msg % args if args else msg
+            except (TypeError, ValueError):
+                text = f"{msg} {args}"
+            logger.warning("%s", text)
         #: why the request was refused after the app was called (the answer's status)
         launcher_refusal: Rejection | None = None
         launcher_body_read = 0
