@@ -345,6 +345,11 @@ def server_classes(limits: Limits, header_timeout: float) -> tuple[Any, Any]:
     class Unix(UnixWSGIServer):  # type: ignore[misc]
         channel_class = Channel
 
+        def getsockname(self) -> tuple[str, str]:
+            # waitress reports the socket path as SERVER_PORT, which PEP 3333 does not allow (a
+            # front server's app would see it); name it like the other backends do on unix sockets.
+            return "localhost", "80"
+
         def maintenance(self, now: float) -> None:
             super().maintenance(now)
             maintenance(self, now)
