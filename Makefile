@@ -9,7 +9,8 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -
 VENV := .venv
 BIN := $(VENV)/bin
 APP ?= examples.hello:app
-PYTEST_ARGS ?=
+# Two test processes; --dist loadgroup keeps each real server's checks on one of them.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: run test install install-test sysdeps sysdeps-run lint clean bench
 
@@ -43,6 +44,8 @@ run: sysdeps-run install
 	$(BIN)/serve $(APP) --bind 127.0.0.1:8000
 
 test: install-test
+	$(BIN)/python -m ruff check launcher backends tests benchmarks examples
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install-test
