@@ -73,6 +73,12 @@ def sleep(environ: dict[str, Any], start_response: StartResponse) -> Iterable[by
     return _reply(start_response, b"slept 10 ms", "text/plain")
 
 
+def sleep100(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Wait 100 ms (benchmarks/tornado_threads.py: do slow requests queue behind each other?)."""
+    time.sleep(0.1)
+    return _reply(start_response, b"slept 100 ms", "text/plain")
+
+
 def cpu(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """About 1 ms of CPU in pure Python (holds the GIL, as template rendering would)."""
     total = 0

@@ -19,7 +19,9 @@ from tornado.wsgi import WSGIContainer
 
 async def serve(app: object, host: str, port: int, threads: int) -> None:
     """Listen and run until killed."""
-    container = WSGIContainer(app, executor=ThreadPoolExecutor(threads))  # type: ignore[arg-type]
+    # --threads 0: the bare container, every request on the loop thread (the trap the launcher avoids)
+    executor = ThreadPoolExecutor(threads) if threads > 0 else None
+    container = WSGIContainer(app, executor=executor)  # type: ignore[arg-type]
     server = HTTPServer(container)
     server.listen(port, host)
     await asyncio.Event().wait()
