@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import common  # noqa: E402
-from launcher.bench import pinning  # noqa: E402
+from benchmarks import common
+from launcher.bench import pinning
 
 APP = "benchmarks.apps:sleep100"
 
