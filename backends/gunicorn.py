@@ -4,7 +4,9 @@ Mapped (common option -> gunicorn setting): --workers -> workers (gunicorn's arb
 --threads -> threads, --connections -> worker_connections, --timeout -> timeout, --graceful-timeout
 -> graceful_timeout, --keepalive -> keepalive, --max-requests -> max_requests, --backlog -> backlog,
 --limit-request-line/-fields/-field-size -> limit_request_line/_fields/_field_size (values
-gunicorn's parser would clamp are refused), --log-level -> loglevel (--log-format json puts
+gunicorn's parser would clamp are refused), --limit-request-body ->
+``launcher.middleware.BodyLimit`` around the app in each worker, --header-timeout -> the head
+timer and body read timeout below, --log-level -> loglevel (--log-format json puts
 gunicorn's own lines in the launcher's JSON).  gunicorn's timeouts are whole seconds, so a
 fractional one is rounded up (the arbiter's own stop deadline uses the exact --graceful-timeout).
 --timeout keeps gunicorn's meaning: a worker that has not reported for that long is killed and
@@ -23,6 +25,17 @@ default of 4 threads runs gthread.  An explicit ``-o worker_class=sync`` gets th
 silently dropped.
 
 Traps handled, and why:
+
+* Request hygiene.  gunicorn drops header names with ``_`` (``header_map='drop'``): a
+  ``Content_Length`` frames no body and the body is read as the next request (a hidden request
+  reaches the app).  Each worker installs a ``gunicorn.http.message.Request`` subclass as
+  ``RequestParser.mesg_class`` whose parse() first reads the raw head and runs
+  ``launcher.hygiene.check_raw_head`` on it (look-alikes, absolute-form, no Host, TE in HTTP/1.0...),
+  raising one of gunicorn's client errors: 400 (501) with ``Connection: close``, and closed.  The
+  head must arrive within --header-timeout (a socket timeout per read under a total deadline,
+  gthread's wait for a new connection's first bytes cut to it), and the body's reads get it as
+  their socket timeout (a stalled body fails the read instead of holding the worker).  gunicorn's
+  gevent_pywsgi worker uses gevent.pywsgi's parser, not gunicorn's: none of this applies to it.
 
 * Sockets.  The launcher binds; gunicorn gets ``bind = ["fd://N"]`` with a dup of each listener,
   because gunicorn closes the fd it is given.  It would also unlink unix socket paths on exit: the
@@ -81,6 +94,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from backends.base import Backend
 from launcher.errors import AppImportError, LauncherError, OptionError, ServerError
@@ -200,7 +214,8 @@ class GunicornBackend(Backend):
     min_version = "23.0.0"
     supports = frozenset({
         "threads", "connections", "timeout", "keepalive",
-        "limit_request_line", "limit_request_fields", "limit_request_field_size",
+        "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
+        "header_timeout",
     })
     native_workers = True
     drains_itself = True
@@ -569,7 +584,9 @@ class _Runtime:
             except LauncherError as exc:
                 self._report_load_error(exc)
                 sys.exit(APP_LOAD_ERROR)  # the arbiter halts instead of respawning forever
-        return _Counter(self).wrap(app)
+        from launcher.middleware import BodyLimit
+
+        return _Counter(self).wrap(BodyLimit.wrap(app, self.opts.limit_request_body))
 
     def _report_load_error(self, exc: LauncherError) -> None:
         import json
@@ -589,6 +606,7 @@ class _Runtime:
         }))
 
     def worker_ready(self, worker: Any) -> None:
+        _install_hygiene(self.opts.header_timeout)
         # The arbiter drains on the first SIGINT; a worker must not quit mid-request when Ctrl-C
         # reaches the whole process group (gunicorn's worker treats SIGINT as "quit now").
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -597,6 +615,87 @@ class _Runtime:
         if ggevent is not None and isinstance(worker, ggevent.GeventWorker):
             _stop_accepting_promptly(worker)
         self.send("ready")
+
+
+def _install_hygiene(header_timeout: float) -> None:
+    """In this worker: gunicorn's HTTP/1 parser makes its requests with :class:`_hygiene_request`
+    (the launcher's head check, head timer and body read timeout); gthread's wait for a new
+    connection's first bytes is cut to --header-timeout."""
+    from gunicorn.http.parser import RequestParser
+
+    RequestParser.mesg_class = _hygiene_request(header_timeout)
+    gthread = sys.modules.get("gunicorn.workers.gthread")
+    if gthread is not None and header_timeout > 0:
+        wait = min(gthread.DEFAULT_WORKER_DATA_TIMEOUT, header_timeout)
+        gthread.DEFAULT_WORKER_DATA_TIMEOUT = wait  # type: ignore[attr-defined]
+
+
+def _hygiene_request(header_timeout: float) -> type[Any]:
+    """A gunicorn Request whose parse() first reads the whole raw head (within --header-timeout)
+    and runs :func:`launcher.hygiene.check_raw_head` on it, before gunicorn's parser normalises
+    anything away (``header_map='drop'`` drops ``Content_Length``, which would frame no body and
+    serve the body as the next request).  A refused head raises one of gunicorn's client errors:
+    the worker answers 400 (501) with ``Connection: close`` and closes.  gunicorn enforces the
+    line and field limits itself.  Bodies are then read with --header-timeout as the socket
+    timeout, so a stalled body ends the request instead of holding the worker."""
+
+    from gunicorn.http import errors
+    from gunicorn.http.message import Request
+
+    from launcher.hygiene import Limits, check_raw_head
+
+    limits = Limits(0, 0, 0)  # gunicorn's parser applies --limit-request-line/-fields/-field-size
+
+    class Refused(errors.InvalidHeader):  # type: ignore[misc]
+        def __init__(self, reason: str) -> None:
+            super().__init__(reason)
+            self.reason = reason
+
+        def __str__(self) -> str:
+            return self.reason
+
+    class NotImplementedCoding(errors.UnsupportedTransferCoding):  # type: ignore[misc]
+        pass
+
+    class HygieneRequest(Request):  # type: ignore[misc]
+        def parse(self, unreader: Any) -> Any:
+            if self.cfg.proxy_protocol != "off" and self.req_number == 1:
+                return super().parse(unreader)  # the PROXY line first: gunicorn's parser only
+            sock: Any = getattr(unreader, "sock", None)
+            timed = header_timeout > 0 and sock is not None and hasattr(sock, "settimeout")
+            deadline = time.monotonic() + header_timeout
+            buf = bytearray()
+            cap = self.max_buffer_headers + self.limit_request_line + 4
+            try:
+                while True:
+                    if timed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise StopIteration("request head not received within --header-timeout")
+                        sock.settimeout(remaining)
+                    self.read_into(unreader, buf, stop=not buf)
+                    end = buf.find(b"\r\n\r\n", 2)  # one CRLF may come before the request line
+                    if end >= 0:
+                        end += 4
+                        break
+                    if buf.count(b"\n") != buf.count(b"\r\n") or len(buf) > cap:
+                        end = len(buf)  # a bare LF (refused below) or too long (gunicorn refuses)
+                        break
+            except TimeoutError:
+                raise StopIteration("request head not received within --header-timeout") from None
+            head = bytes(buf[2:end] if buf[:2] == b"\r\n" else buf[:end])
+            rejection = check_raw_head(head, limits)
+            if rejection is not None:
+                self.must_close = True
+                if rejection.status == 501:
+                    raise NotImplementedCoding(rejection.reason)
+                raise Refused(rejection.reason)
+            unreader.unread(bytes(buf))
+            if timed:
+                sock.settimeout(header_timeout)  # the body's reads
+            return super().parse(unreader)
+
+    return HygieneRequest
 
 
 def _drain_on_stop() -> None:

@@ -16,15 +16,27 @@ client sending its head slowly alike.  It is the smaller of --keepalive and --he
 --header-timeout is never exceeded, and an idle connection stays open at most --keepalive
 seconds (less when --header-timeout is smaller; a new connection gets the same timer for its
 first head).  --keepalive 0 turns keep-alive off; then --header-timeout alone applies.
+--header-timeout is also tornado's ``body_timeout`` unless ``-o body_timeout`` is given: a body
+that stops coming ends the connection.
 --timeout (restart a worker whose request runs too long) cannot be honoured: a thread running the
-app cannot be stopped.  --connections cannot either (tornado accepts without limit), nor the
---limit-request-line/-fields/-field-size limits (tornado only limits the whole head: -o
-max_header_size).  They stay out of ``supports``, so setting them is an error.
+app cannot be stopped.  --connections cannot either (tornado accepts without limit).  They stay
+out of ``supports``, so setting them is an error.
+
+Request hygiene (:mod:`launcher.hygiene`): tornado's parser is lax (bare-LF header lines,
+absolute-form and ``*`` targets, ``Content_Length`` / ``X_Forwarded_For`` look-alikes that the
+environ would turn into CONTENT_LENGTH / HTTP_X_FORWARDED_FOR, no Host, Transfer-Encoding in
+HTTP/1.0, no per-line or per-field limits).  The request delegate's ``headers_received`` runs
+``check_head`` with ``Limits.from_options`` (--limit-request-line/-fields/-field-size) on the
+start line and the fields as they arrived; a refused head takes the stream from tornado
+(``detach``), writes ``error_response()`` and closes, so nothing behind it is parsed.  A head
+with a bare LF is refused in ``HTTP1Connection._parse_headers`` (tornado answers 400 and closes).
+After a response that closes the connection (``Connection: close``, HTTP/1.0) tornado would still
+parse and serve what it had buffered behind it: dropped (RFC 9112 9.6).  Chunk extensions
+(``5;name=value``), which tornado refuses, are ignored as RFC 9112 7.1.1 says.
 
 The launcher's middleware does --root-path, --proxy-headers and the access log; tornado's own
 ``xheaders`` stays off (it trusts X-Forwarded-For from any peer) and its access log is not
-written.  Tornado turns ``X_Forwarded_For`` into HTTP_X_FORWARDED_FOR just like
-``X-Forwarded-For`` (underscore look-alike headers): not filtered here yet.
+written.
 
 The container is tornado's WSGIContainer with its request handling replaced, because as shipped:
 
@@ -81,6 +93,7 @@ import concurrent.futures
 import logging
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -134,7 +147,10 @@ class TornadoBackend(Backend):
     library = "tornado"
     distribution = "tornado"
     min_version = "6.5.3"
-    supports = frozenset({"threads", "keepalive", "header_timeout", "limit_request_body"})
+    supports = frozenset({
+        "threads", "keepalive", "header_timeout", "limit_request_body",
+        "limit_request_line", "limit_request_fields", "limit_request_field_size",
+    })
     native_workers = True
     option_spec = (
         Option("max_buffer_size", "int", 100 * _MiB, "bytes a connection may buffer while reading", minimum=1),
@@ -207,14 +223,20 @@ class TornadoBackend(Backend):
 
         from tornado.httpserver import HTTPServer
 
+        from launcher.hygiene import Limits
+
         container = _container_class()(app, executor, multiprocess=opts.workers > 1)
+        container.limits = Limits.from_options(opts)
+        options = dict(self.backend_options)
+        if options.get("body_timeout") is None and opts.header_timeout > 0:
+            options["body_timeout"] = opts.header_timeout  # a stalled body ends like a stalled head
         server = HTTPServer(
             container,
             xheaders=False,
             no_keep_alive=opts.keepalive <= 0,
             idle_connection_timeout=head_timer(opts),
             max_body_size=opts.limit_request_body or NO_BODY_LIMIT,
-            **self.backend_options,
+            **options,
         )
         self._done = asyncio.Event()
         self._container = container
@@ -599,6 +621,12 @@ class DaemonPool(concurrent.futures.Executor):
 _CONTAINER: Any = None
 
 
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+"
+#: A chunk size and its extensions (RFC 9112 7.1.1): *( BWS ";" BWS name [ BWS "=" BWS value ] ).
+_QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t -~\x80-\xff])*"'
+CHUNK_EXTENSIONS = re.compile(rf"([0-9a-fA-F]+)(?:[ \t]*;[ \t]*{_TOKEN}(?:[ \t]*=[ \t]*(?:{_TOKEN}|{_QUOTED}))?)+")
+
+
 def _container_class() -> Any:
     """The WSGI container class, built on first use so that importing this module imports no
     tornado."""
@@ -614,10 +642,38 @@ def _build_container() -> Any:
     import time
 
     import tornado
-    from tornado import httputil, iostream
+    from tornado import http1connection, httputil, iostream
     from tornado.escape import url_unescape
     from tornado.http1connection import HTTP1Connection
     from tornado.wsgi import WSGIContainer
+
+    from launcher.hygiene import Limits, Rejection, check_head, error_response
+
+    parse_headers = HTTP1Connection._parse_headers
+
+    def strict_parse_headers(self: HTTP1Connection, data: bytes) -> tuple[str, httputil.HTTPHeaders]:
+        # tornado takes header lines ended by a bare LF; the launcher's rule is 400 (tornado answers
+        # an HTTPInputError here with 400 and closes).
+        if data.count(b"\n") != data.count(b"\r\n"):
+            raise httputil.HTTPInputError("bare LF in the request head")
+        return parse_headers(self, data)
+
+    HTTP1Connection._parse_headers = strict_parse_headers  # type: ignore[method-assign]
+
+    # tornado refuses a chunk size line with an extension (5;name=value); RFC 9112 7.1.1: a
+    # recipient MUST ignore unknown extensions.  A well-formed extension is dropped, anything
+    # else (a trailing space with no extension, a stray character) still fails tornado's check.
+    parse_hex_int = http1connection.parse_hex_int
+
+    def parse_chunk_size(text: str) -> int:
+        if ";" in text:
+            match = CHUNK_EXTENSIONS.fullmatch(text)
+            if match is None:
+                raise ValueError(f"invalid chunk extension: {text[:40]!r}")
+            text = match.group(1)
+        return parse_hex_int(text)
+
+    http1connection.parse_hex_int = parse_chunk_size  # type: ignore[assignment]
 
     server_header = f"TornadoServer/{tornado.version}"
     error_body = b"Internal Server Error"
@@ -644,6 +700,18 @@ def _build_container() -> Any:
             headers: httputil.HTTPHeaders,
         ) -> None:
             assert isinstance(start_line, httputil.RequestStartLine)
+            if self.connection.stream.closed():
+                # The previous request said Connection: close (or was HTTP/1.0) and its answer closed
+                # the stream, but tornado still parses what it had buffered behind it (RFC 9112
+                # 9.6: process no further requests): drop it.
+                self.rejected = True
+                self.connection.detach()
+                return
+            rejection = check_head(start_line.method, start_line.path, start_line.version, headers.get_all(),
+                                   self.container.limits)
+            if rejection is not None:
+                self.reject(error_response(rejection))
+                return
             try:
                 self.request = httputil.HTTPServerRequest(
                     connection=self.connection, start_line=start_line, headers=headers
@@ -651,13 +719,21 @@ def _build_container() -> Any:
             except httputil.HTTPInputError:
                 # A bad Host header or query string: tornado would log "Uncaught exception" and
                 # drop the connection without a word.
-                self.rejected = True
-                reply = httputil.HTTPHeaders({"Content-Length": "0", "Connection": "close"})
-                self.connection.write_headers(httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request"), reply)
-                self.connection.finish()
+                self.reject(error_response(Rejection(400, "invalid Host or query")))
                 return
             self.counted = True
             self.container.open += 1
+
+        def reject(self, answer: bytes) -> None:
+            """Answer a refused head and close: the stream is taken from tornado first, so nothing
+            sent behind the request (a body, a hidden request) is ever parsed."""
+            self.rejected = True
+            stream = self.connection.detach()
+            try:
+                written = stream.write(answer)
+            except iostream.StreamClosedError:
+                return
+            written.add_done_callback(lambda _: stream.close())
 
         def data_received(self, chunk: bytes) -> None:
             if not self.rejected:
@@ -685,6 +761,8 @@ def _build_container() -> Any:
             #: requests from their complete head until their response is flushed (loop thread)
             self.open = 0
             self._tasks: set[asyncio.Task[None]] = set()
+            #: the request limits checked with the head (set by the backend)
+            self.limits = Limits()
 
         def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> Request:
             assert isinstance(request_conn, HTTP1Connection)

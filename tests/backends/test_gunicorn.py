@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,16 @@ import pytest
 
 from launcher.errors import OptionError
 from launcher.options import ServeOptions, resolve
-from tests.support import REPO, ServeProcess, contract_args, http_request, parallel, require_backend, run_serve
+from tests.support import (
+    REPO,
+    ServeProcess,
+    connect,
+    contract_args,
+    http_request,
+    parallel,
+    require_backend,
+    run_serve,
+)
 
 APP = "tests.contract.app:app"
 
@@ -95,7 +105,7 @@ def test_request_limits_map_and_values_gunicorn_would_clamp_are_refused() -> Non
     assert "at most 8190" in _refused(limit_request_line=10000)
     assert "at most 32768" in _refused(limit_request_fields=40000)
     assert "cannot lift" in _refused(limit_request_field_size=0)
-    assert "--limit-request-body" in _refused(limit_request_body=1000)  # gunicorn has no body limit
+    _config(limit_request_body=1000, header_timeout="2")  # BodyLimit in the workers; the head timer
 
 
 def test_default_and_single_thread_worker_classes() -> None:
@@ -413,3 +423,75 @@ def test_log_format_json_covers_gunicorns_own_lines(serve: Serve) -> None:
     for line in lines:
         loggers.add(json.loads(line)["logger"])  # every line is one JSON object
     assert {"launcher", "gunicorn.error"} <= loggers, lines
+
+
+# --------------------------------------------------------------------------- request hygiene and limits
+
+WORKER_CLASSES = [
+    pytest.param([], id="gthread"),
+    pytest.param(["-o", "worker_class=sync"], id="sync"),
+    pytest.param(["-o", "worker_class=gevent"], id="gevent"),
+]
+
+
+def _one_response(answer: bytes) -> bool:
+    """Whether ``answer`` is exactly one response (its Content-Length, or no body; nothing after it)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: *(\d+)", head, re.IGNORECASE)
+    return len(body) == (int(length.group(1)) if length else 0)
+
+
+def _exchange(process: ServeProcess, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data``; everything the server answers until it closes, and how long that took."""
+    sock = connect(process.address, timeout=timeout)
+    start = time.monotonic()
+    try:
+        sock.sendall(data)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer, time.monotonic() - start
+            answer += chunk
+    finally:
+        sock.close()
+
+
+@server
+@pytest.mark.parametrize("extra", WORKER_CLASSES)
+def test_a_smuggling_head_is_refused_and_closed(serve: Serve, extra: list[str]) -> None:
+    """``Content_Length`` (gunicorn drops it and would read the body as the next request), an
+    absolute-form target and a missing Host: 400 with Connection: close, the hidden request unread."""
+    process = serve(_gunicorn(*extra))
+    hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    for head in (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent_Length: %d\r\n\r\n" % len(hidden),
+        b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ):
+        answer, _ = _exchange(process, head + hidden)
+        assert answer.startswith(b"HTTP/1.1 400 "), (head, answer[:200])
+        assert _one_response(answer), (head, answer)  # the hidden request was not served
+    ok = http_request(process.address, "GET", "/", headers={"X-Custom_Thing": "v"}, timeout=10)
+    assert ok.status == 200, ok.describe()  # an underscore that poses as nothing standard is fine
+
+
+@server
+@pytest.mark.parametrize("extra", WORKER_CLASSES)
+def test_header_timeout_cuts_a_slow_head_and_a_stalled_body(serve: Serve, extra: list[str]) -> None:
+    process = serve(_gunicorn("--header-timeout", "1", *extra))
+    answer, took = _exchange(process, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10)
+    assert answer == b"" and took < 3, (answer, took)
+    answer, took = _exchange(process, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx",
+                             timeout=10)
+    assert took < 3, (answer, took)
+
+
+@server
+def test_limit_request_body(serve: Serve) -> None:
+    process = serve(_gunicorn("--limit-request-body", "10"))
+    small = http_request(process.address, "POST", "/echo", body=b"x" * 10, timeout=10)
+    assert (small.status, small.body) == (200, b"x" * 10), small.describe()
+    big = http_request(process.address, "POST", "/echo", body=b"x" * 11, timeout=10)
+    assert big.status == 413, big.describe()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -280,13 +281,12 @@ def test_limit_request_body(serve: Serve) -> None:
     [
         (["--connections", "10"], "--connections"),
         (["--timeout", "5"], "--timeout"),
-        (["--limit-request-line", "100"], "--limit-request-line"),
         (["-o", "max_bufer_size=10"], "max_buffer_size"),
         (["-o", "xheaders=1"], "--proxy-headers"),
         (["-o", "max_body_size=10"], "--limit-request-body"),
         (["-o", "max_header_size=lots"], "max_header_size"),
     ],
-    ids=["connections", "timeout", "limit-request-line", "typo", "owned", "owned-limit", "bad-value"],
+    ids=["connections", "timeout", "typo", "owned", "owned-limit", "bad-value"],
 )
 def test_refused_options_are_one_line(extra: list[str], needle: str, tmp_path: Path) -> None:
     fin = run_serve(_args(*extra), timeout=10, tmp_path=tmp_path)
@@ -337,3 +337,70 @@ def forked_unix_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tar
 @pytest.mark.parametrize("check", CHECKS, ids=check_id)
 def test_contract_over_unix_with_two_workers(forked_unix_target: Target, check: Any) -> None:
     check(forked_unix_target)
+
+
+# --------------------------------------------------------------------------- request hygiene and limits
+
+
+def _one_response(answer: bytes) -> bool:
+    """Whether ``answer`` is exactly one response (its Content-Length, or no body; nothing after it)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: *(\d+)", head, re.IGNORECASE)
+    return len(body) == (int(length.group(1)) if length else 0)
+
+
+def _exchange(server: ServeProcess, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data``; everything the server answers until it closes, and how long that took."""
+    sock = connect(server.address, timeout=timeout)
+    start = time.monotonic()
+    try:
+        sock.sendall(data)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer, time.monotonic() - start
+            answer += chunk
+    finally:
+        sock.close()
+
+
+def test_a_refused_head_is_answered_and_closed(serve: Serve) -> None:
+    """check_head in headers_received: 400 (431 for a limit), Connection: close, nothing behind it read."""
+    server = serve(_args("--limit-request-fields", "5"))
+    hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    for head, status in (
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent_Length: %d\r\n\r\n" % len(hidden), b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n", b"400"),
+        (b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\nHost: x\n\n", b"400"),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 6 + b"\r\n", b"431"),
+    ):
+        answer, _ = _exchange(server, head + hidden)
+        assert answer.startswith(b"HTTP/1.1 " + status), (head, answer[:200])
+        assert _one_response(answer), (head, answer)  # the hidden request was not served
+
+
+def test_no_request_is_served_after_connection_close(serve: Serve) -> None:
+    server = serve(_args())
+    answer, _ = _exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                                  b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200") == 1, answer
+
+
+def test_a_chunk_extension_is_ignored(serve: Serve) -> None:
+    server = serve(_args())
+    answer, _ = _exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  b"Connection: close\r\n\r\n5;name=value\r\nhello\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+    answer, _ = _exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  b"Connection: close\r\n\r\n5 \r\nhello\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer  # a trailing space without an extension
+
+
+def test_header_timeout_also_bounds_a_stalled_body(serve: Serve) -> None:
+    server = serve(_args("--header-timeout", "1"))
+    _, took = _exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx", timeout=10)
+    assert took < 3, took
