@@ -8,17 +8,35 @@ does not forward SIGWINCH).  The command line built (common option -> mod_wsgi-e
 
     setup-server ENTRY.wsgi --server-root DIR --host H --port P --log-to-terminal --startup-log
         --processes W --threads T   --workers / --threads; neither set: 2 x max(--threads, 25)
-        --user U --group G          when started as root (Apache will not run the app as root)
+        --user U --group G          when started as root: --user/--group, else www-data (Apache will
+                                    not run the app as root)
         --keep-alive-timeout K      --keepalive (0: keep-alive off)
         --request-timeout S         --timeout
         --maximum-requests N        --max-requests
         --graceful-timeout G --shutdown-timeout G      --graceful-timeout
         --server-backlog B          --backlog
-        --max-clients C             --connections (only when set; else mod_wsgi's 1.5 x threads)
+        --max-clients C             --connections (only when set)
         --limit-request-body N      --limit-request-body (mod_wsgi's own default is 10 MB)
-        --header-timeout S          --header-timeout
-        --include-file F            LimitRequestLine / LimitRequestFields / LimitRequestFieldSize
         --chunked-request --locale C.UTF-8 --working-directory CWD
+
+then a file included into the generated httpd.conf before its first <VirtualHost> (see
+:func:`strict_config`; mod_wsgi-express's --include-file comes after the virtual hosts, where
+Apache no longer applies the request limits)::
+
+        LimitRequestLine / LimitRequestFields / LimitRequestFieldSize   --limit-request-*
+        RequestReadTimeout handshake=S header=S body=S,MinRate=500      --header-timeout
+        AcceptFilter http none          (the kernel held silent connections out of the timeout's reach)
+        HttpProtocolOptions Strict Require1.0   (no HTTP/0.9, Apache's strict head syntax)
+        SetEnvIfNoCase NAMES . LAUNCHER_BAD_HEADER=1    a '_' name posing as a standard header
+        ThreadsPerChild / ServerLimit / StartServers ...   --connections, else 256 Apache threads
+
+The entry file refuses (400 or 505, Connection: close, which makes Apache close the connection)
+what Apache takes but the launcher's rules do not: absolute-form targets, versions other than
+HTTP/1.0 and 1.1, Transfer-Encoding in HTTP/1.0, the posing header names marked above (mod_wsgi
+leaves them out of environ); and it answers every chunked request with Connection: close.  What
+it cannot see stays served: Content-Length with Transfer-Encoding (Apache drops the Content-Length
+while reading the head, frames by the chunks and closes), obsolete line folding (unfolded first),
+a chunk size with a trailing space.
 
 ``-o NAME=VALUE`` reaches any other ``setup-server`` option by its own name (``-o
 compress-responses=true``, ``-o server-mpm=worker``), checked against its ``--help``; the options
@@ -47,10 +65,9 @@ before its response started is logged there (one record with the traceback) and 
 
 Traps handled, and why:
 
-* Root.  Apache refuses to run its children as root, so started as root without --user the backend
-  runs them as ``www-data`` (else ``nobody``) and logs it; with --user the launcher has already
-  switched user when the backend starts, so Apache runs entirely as that user (and cannot bind a
-  port below 1024).  That user must be able to read the
+* Root.  Apache refuses to run its children as root, so started as root the backend runs them as
+  --user / --group (the launcher leaves its own privileges alone: ``drops_privileges``), or
+  without --user as ``www-data`` (else ``nobody``), and logs it.  That user must be able to read the
   interpreter, the virtualenv and the app: a pyenv Python in root's home (mode 0700) crash-loops
   the daemon processes while the port stays open.  Every directory on the way to the interpreter,
   ``sys.prefix``, the launcher, the working directory and --pythonpath is checked for that user
@@ -115,6 +132,8 @@ EXPRESS_MAIN = "import sys; from mod_wsgi.express.cli import main; sys.argv[0] =
 #: Threads per daemon process when neither --workers nor --threads is set (see the docstring).
 DEFAULT_THREADS = 25
 DEFAULT_PROCESSES = 2
+#: Apache's own threads (in front of the daemon processes) when --connections is not set.
+FRONT_THREADS = 256
 #: Attempts at a free port when --bind asked for port 0 and another program took it first.
 PORT_ATTEMPTS = 3
 #: Users Apache's children run as when serve is started as root without --user, in order.
@@ -213,13 +232,25 @@ def check_readable(paths: list[tuple[str, str]], user: str, uid: int, gids: set[
             )
 
 
-def _run_user() -> tuple[str, str, int, set[int]] | None:
-    """(user, group, uid, gids) Apache's children run as when started as root, else None."""
+def _run_user(user: str = "", group: str = "") -> tuple[str, str, int, set[int]] | None:
+    """(user, group, uid, gids) Apache's children run as when started as root, else None:
+    --user / --group when given, else the first of :data:`FALLBACK_USERS`."""
     if os.geteuid() != 0:
         return None
     import grp
     import pwd
 
+    if user:
+        try:
+            pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise ServerError(f"mod_wsgi: --user {user}: no such user") from None
+        try:
+            gr = (grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)) if group \
+                else grp.getgrgid(pw.pw_gid)
+        except KeyError:
+            raise ServerError(f"mod_wsgi: --group {group}: no such group") from None
+        return pw.pw_name, gr.gr_name, pw.pw_uid, {gr.gr_gid, *os.getgrouplist(pw.pw_name, gr.gr_gid)}
     for name in FALLBACK_USERS:
         try:
             pw = pwd.getpwnam(name)
@@ -312,7 +343,7 @@ class ModWSGIBackend(ProgramBackend):
                 "--shutdown-timeout", graceful, "--server-backlog", str(opts.backlog),
                 "--limit-request-body", str(opts.limit_request_body),
                 "--header-timeout", str(max(1, math.ceil(opts.header_timeout))),
-                "--include-file", os.path.join(self._workdir, "limits.conf"), "--chunked-request",
+                "--chunked-request",
                 "--locale", "C.UTF-8", "--working-directory", os.getcwd()]
         if opts.max_requests:
             argv += ["--maximum-requests", str(opts.max_requests)]
@@ -329,9 +360,25 @@ class ModWSGIBackend(ProgramBackend):
 
     def _write_limits(self, opts: ServeOptions) -> None:
         with open(os.path.join(self._workdir, "limits.conf"), "w", encoding="utf-8") as fh:
-            fh.write(f"LimitRequestLine {opts.limit_request_line}\n"
-                     f"LimitRequestFields {opts.limit_request_fields}\n"
-                     f"LimitRequestFieldSize {opts.limit_request_field_size}\n")
+            fh.write(strict_config(opts))
+
+    def _include_limits(self, root: str) -> None:
+        """Include limits.conf before the first <VirtualHost> of the generated httpd.conf.
+
+        Apache copies LimitRequestLine / -Fields / -FieldSize into each virtual host when it reads
+        the <VirtualHost> line, and reads the request head with the connection's default virtual
+        host: mod_wsgi-express's --include-file comes after its virtual hosts, where those limits
+        changed the main server only (a 2100-byte line was served with --limit-request-line 2000).
+        """
+        path = os.path.join(root, "httpd.conf")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        include = f"Include '{os.path.join(self._workdir, 'limits.conf')}'\n"
+        at = text.find("\n<VirtualHost")
+        if at < 0:
+            raise ServerError(f"mod_wsgi: no <VirtualHost> in {path}: cannot apply the request limits")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text[:at + 1] + include + text[at + 1:])
 
     def serve(self, app: WSGIApp, opts: ServeOptions, listeners: list[Listener], ready: Ready) -> None:
         import secrets
@@ -341,15 +388,16 @@ class ModWSGIBackend(ProgramBackend):
             return
         backend = self.backend_options or self.parse_backend_options({})
         token = secrets.token_hex(16)
-        user = _run_user()
+        user = _run_user(opts.user, opts.group)
         workdir = self.make_workdir(0o755)
         try:
             if user is not None:
                 name, _, uid, gids = user
                 os.chown(self._status_dir, uid, -1)
                 check_readable(self._paths_to_read(opts), name, uid, gids)
-                logger.info("mod_wsgi: Apache runs the app as user %s (serve was started as root without --user)",
-                            name)
+                if not opts.user:
+                    logger.info("mod_wsgi: Apache runs the app as user %s (serve was started as root without"
+                                " --user)", name)
             entry = self.write_entry(opts, "mod_wsgi", token, filename="app.wsgi")
             self._write_limits(opts)
             processes, threads = self.sizes(opts)
@@ -368,6 +416,7 @@ class ModWSGIBackend(ProgramBackend):
                     lines = [ln for ln in done.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
                     last = lines[-1] if lines else f"exit code {done.returncode}"
                     raise ServerError(f"mod_wsgi-express setup-server failed: {last}")
+                self._include_limits(root)
                 # The race this backend cannot avoid: Apache binds the address itself, right after this.
                 held.close()
                 self.spawn([os.path.join(root, "apachectl"), "start", "-DFOREGROUND"], opts=opts)
@@ -414,6 +463,73 @@ class ModWSGIBackend(ProgramBackend):
         proc = self._proc
         if proc is not None and proc.poll() is None:
             self.kill()
+
+
+def _posing_names() -> str:
+    """A regular expression for header names with '_' that pose as a standard or forwarded one
+    (every spelling with at least one '_' for a '-')."""
+    import itertools
+
+    from launcher.hygiene import PROTECTED
+
+    names = []
+    for name in sorted(PROTECTED):
+        parts = name.split("-")
+        for seps in itertools.product("-_", repeat=len(parts) - 1):
+            if "_" in seps:
+                names.append(parts[0] + "".join(sep + part for sep, part in zip(seps, parts[1:], strict=True)))
+    return "^(" + "|".join(names) + ")$"
+
+
+def strict_config(opts: ServeOptions) -> str:
+    """Apache directives for the launcher's request limits and rules (included before the virtual
+    hosts, see :meth:`ModWSGIBackend._include_limits`).
+
+    HttpProtocolOptions Strict Require1.0 refuses HTTP/0.9 and Apache's lax head syntax; mod_setenvif
+    marks a header name with '_' posing as a standard one (``Content_Length``, ``X_Forwarded_For``:
+    mod_wsgi leaves them out of environ, so the entry file could not see them), and the entry file
+    answers 400 with Connection: close; --header-timeout bounds the head and a stalled body
+    (mod_reqtimeout: the head within the timeout, however it trickles; the body must keep coming).
+    """
+    import math
+
+    timeout = max(1, math.ceil(opts.header_timeout))
+    return (f"LimitRequestLine {opts.limit_request_line}\n"
+            f"LimitRequestFields {opts.limit_request_fields}\n"
+            f"LimitRequestFieldSize {opts.limit_request_field_size}\n"
+            "HttpProtocolOptions Strict Require1.0 LenientMethods\n"
+            # Linux's TCP_DEFER_ACCEPT (Apache's default) holds a connection that sends nothing in the
+            # kernel, out of reach of RequestReadTimeout: a silent connection stayed open 10 s and more.
+            "AcceptFilter http none\n"
+            "<IfModule !setenvif_module>\n"
+            "LoadModule setenvif_module '${MOD_WSGI_MODULES_DIRECTORY}/mod_setenvif.so'\n"
+            "</IfModule>\n"
+            f'SetEnvIfNoCase "{_posing_names()}" "." LAUNCHER_BAD_HEADER=1 nokeepalive\n'
+            "<IfModule !reqtimeout_module>\n"
+            "LoadModule reqtimeout_module '${MOD_WSGI_MODULES_DIRECTORY}/mod_reqtimeout.so'\n"
+            "</IfModule>\n"
+            f"RequestReadTimeout handshake={timeout} header={timeout} body={timeout},MinRate=500\n"
+            + front_config(opts))
+
+
+def front_config(opts: ServeOptions) -> str:
+    """Apache's own threads (the event MPM, in front of the daemon processes), all started at once.
+
+    mod_wsgi-express sizes them from the daemon threads (1.5 x processes x threads + 10, 17-20 per
+    child, one child started): when every Apache thread is busy the event MPM closes all idle
+    keep-alive connections at once, so under 128 connections (wrk -c128) keep-alive was off in
+    practice -- 428 read errors in the soak -- and so was the idle keep-alive probe while the
+    corpus ran.  So: --connections in all (else at least :data:`FRONT_THREADS`), started at once.
+    """
+    processes, threads = ModWSGIBackend.sizes(opts)
+    total = opts.connections if opts.is_set("connections") else max(FRONT_THREADS, int(1.5 * processes * threads) + 10)
+    per_child = min(total, 64)
+    children = -(-total // per_child)
+    return ("<IfModule mpm_event_module>\n"
+            f"ServerLimit {children}\nThreadLimit {per_child}\nThreadsPerChild {per_child}\n"
+            f"MaxRequestWorkers {children * per_child}\nStartServers {children}\n"
+            f"MinSpareThreads {per_child}\nMaxSpareThreads {children * per_child}\n"
+            "</IfModule>\n")
 
 
 def _free_port(host: str) -> tuple[Any, Any]:

@@ -22,6 +22,8 @@ The command line built (common option -> uWSGI option)::
     --listen B                  --backlog (the launcher's socket already has it)
     --worker-reload-mercy G     --graceful-timeout (+1 s: the launcher enforces the deadline)
     --buffer-size 32768         request heads up to 32 KiB (uWSGI's 4 KiB drops big cookies silently)
+    --max-vars F+64             --limit-request-fields (uWSGI drops fields past it instead of refusing)
+    (entry file)                --limit-request-line / -fields / -field-size: 414 / 431
     --hook-master-start "unix_signal:15 gracefully_kill_them_all"   (and :2, see below)
     --wsgi-file ENTRY.py        a generated entry file, see below
 
@@ -35,10 +37,19 @@ leaves it out.  Two keys are the backend's own: ``protocol`` (``http`` or ``uwsg
 each worker: uWSGI's ``--mount /prefix=app --manage-script-name`` was considered for --root-path,
 but it answers 404 outside the prefix where every other backend leaves a path a front server
 already stripped alone, so the shared RootPath keeps them all identical.  Not mapped, so refused
-before start when set: --connections (uWSGI has no connection limit: one connection per thread),
---header-timeout (uWSGI's one socket timeout is already --keepalive's) and --limit-request-line /
--fields / -field-size (uWSGI reads the whole head into one --buffer-size buffer and drops a bigger
-head without an answer).
+before start when set: --connections (uWSGI has no connection limit: one connection per thread)
+and --header-timeout (uWSGI's one socket timeout is already --keepalive's, and it is per read: a
+head trickled faster is never cut).  A head bigger than --buffer-size is dropped by uWSGI without
+an answer (closed).
+
+uWSGI's HTTP parser takes almost any head; the entry file refuses (400, 414, 431 or 505 with
+Connection: close, and the connection shut down so nothing behind it is parsed) what environ still
+shows against the launcher's rules (:func:`environ_refusal`): the request line (method token,
+HTTP/1.0 or 1.1, origin-form or ``*`` for OPTIONS, no control byte or space in REQUEST_URI), an
+invalid Content-Length, Transfer-Encoding in HTTP/1.0, a missing or invalid Host in HTTP/1.1,
+header names that were no token (uWSGI keeps their space in the environ key), control bytes in
+values (a bare LF included), and the --limit-request-* limits.  It cannot see a '_' name
+(``X_Forwarded_For`` becomes HTTP_X_FORWARDED_FOR) nor the chunk framing uWSGI reads itself.
 A unix socket's mode is set by the launcher when it binds (``unix:PATH:0660``): uWSGI's
 ``--chmod-socket`` only applies to sockets it binds itself.
 
@@ -130,6 +141,7 @@ import time
 
 from backends.base import Backend
 from launcher.errors import AppImportError, OptionError, ServerError
+from launcher.hygiene import _CTL_BUT_TAB_RE, _HOST_RE, Rejection, check_line
 from launcher.log import logger
 from launcher.options import closest
 from launcher.sockets import Listener
@@ -565,10 +577,25 @@ class ProgramBackend(Backend):
             time.sleep(0.05)
         proc = self._proc
         if proc is not None and _alive(proc.pid):
-            # The program's own count of running requests is not visible from here: at least one.
-            self.cut_off = max(self.cut_off, 1)
+            # The server processes' own counts of running requests (written while they drain).
+            self.cut_off = max(self.cut_off, self._busy_requests() or 1)
             logger.warning("%s still busy after %gs: stopping it now", self.program, timeout)
             self.kill()
+
+    def _busy_requests(self) -> int:
+        """Requests the server processes still run, as their :class:`StopWatch` wrote them."""
+        total = 0
+        try:
+            names = [name for name in os.listdir(self._status_dir) if name.startswith("busy.")]
+        except OSError:
+            return 0
+        for name in names:
+            try:
+                with open(os.path.join(self._status_dir, name), encoding="ascii") as fh:
+                    total += int(fh.read().strip() or 0)
+            except (OSError, ValueError):
+                continue
+        return total
 
     def _signal(self, sig: int) -> None:
         proc = self._proc
@@ -777,7 +804,9 @@ def child_app(config_path: str) -> WSGIApp:
     except Exception as exc:
         _report_failure(status_dir, f"{type(exc).__name__}: {exc}", "spec", None)
         raise
-    adapted = Adapter(app, config["token"], config["mode"], opts.limit_request_body)
+    from launcher.hygiene import Limits
+
+    adapted = Adapter(app, config["token"], config["mode"], opts.limit_request_body, Limits.from_options(opts))
     adapted.connections = StopWatch(status_dir, keepalive=config["mode"] == "http11").start()
     try:
         with open(os.path.join(status_dir, f"loaded.{os.getpid()}"), "w"):
@@ -885,8 +914,10 @@ class Adapter:
     """The outermost layer in a server process: the readiness probe, and what the server's own
     HTTP handling lacks (``mode``: "http11", "http", "uwsgi" or "mod_wsgi")."""
 
-    def __init__(self, app: WSGIApp, token: str, mode: str, limit: int = 0) -> None:
+    def __init__(self, app: WSGIApp, token: str, mode: str, limit: int = 0, limits: Any = None) -> None:
         self.app = app
+        #: --limit-request-line / -fields / -field-size (launcher.hygiene.Limits), checked on environ
+        self.limits = limits
         self.token = token.encode("ascii")
         self.mode = mode
         #: --limit-request-body (0: none)
@@ -901,16 +932,131 @@ class Adapter:
             if hmac.compare_digest(str(probe).encode("latin-1", "replace"), self.token):
                 start_response("204 No Content", [])
                 return []
+        watch = self.connections
+        if watch is None:
+            return self._call(environ, start_response)
+        watch.begin()
+        watch.count(1)
+        try:
+            result = self._call(environ, start_response)
+        except BaseException:
+            watch.count(-1)
+            raise
+        wrapper = environ.get("wsgi.file_wrapper")
+        if (isinstance(result, (list, tuple)) and getattr(result, "close", None) is None) or (
+                isinstance(wrapper, type) and isinstance(result, wrapper)):
+            # The app is done, only sending is left (and the server's own file wrapper must reach it
+            # as it is, or it would not send the file with sendfile()).
+            watch.count(-1)
+            return result
+        return _Counted(result, watch)
+
+    def _call(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.mode == "mod_wsgi":  # Apache's HTTP handling needs nothing more
             return _mod_wsgi_call(self.app, environ, start_response)
-        if self.connections is not None:
-            self.connections.begin()
-        return _Exchange(self.app, environ, start_response, self.mode, self.limit).run()
+        return _Exchange(self.app, environ, start_response, self.mode, self.limit, self.limits).run()
+
+
+class _Counted:
+    """A response counted as running (for the cut-off count) until the server closes it."""
+
+    def __init__(self, result: Iterable[bytes], watch: StopWatch) -> None:
+        self.result = result
+        self.watch = watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.result)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.watch.count(-1)
+
+
+#: Set by the backend's Apache configuration (mod_setenvif) when a header name with "_" poses as a
+#: standard or forwarded header: mod_wsgi leaves such names out of environ, so the app cannot see them.
+MOD_WSGI_BAD_HEADER = "LAUNCHER_BAD_HEADER"
+
+
+#: An environ key uWSGI made of a header name that was a token (upper-cased, '-' turned into '_').
+_FIELD_KEY_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z]+\Z")
+
+
+def environ_refusal(environ: dict[str, Any], limits: Any = None, *, fields: bool = False) -> Any:
+    """What the request head can still be refused for once the server has parsed it into ``environ``
+    (the launcher's rules, launcher/hygiene.py, as far as environ shows them), or None.
+
+    The request line (method, REQUEST_URI as the target, version), Content-Length digits only,
+    Transfer-Encoding not in HTTP/1.0, one plausible Host in HTTP/1.1; with ``fields`` the field
+    count and sizes of ``limits`` too (counted from the HTTP_* keys).
+    """
+    version = str(environ.get("SERVER_PROTOCOL", ""))
+    target = environ.get("REQUEST_URI")
+    if target is None:
+        target = _request_target(environ) or "/"
+    rejection = check_line(str(environ.get("REQUEST_METHOD", "")), str(target), version, limits)
+    if rejection is not None:
+        return rejection
+    length = environ.get("CONTENT_LENGTH")
+    if length not in (None, "") and not (str(length).isdigit() and str(length).isascii()):
+        return Rejection(400, "invalid Content-Length")
+    if environ.get("HTTP_TRANSFER_ENCODING") is not None and version == "HTTP/1.0":
+        return Rejection(400, "Transfer-Encoding in an HTTP/1.0 request")
+    host = environ.get("HTTP_HOST")
+    if host is None:
+        if version == "HTTP/1.1":
+            return Rejection(400, "HTTP/1.1 request without Host")
+    elif _HOST_RE.match(str(host)) is None or "," in str(host):
+        return Rejection(400, "invalid Host (or more than one)")
+    if environ.get(MOD_WSGI_BAD_HEADER):
+        return Rejection(400, "a header name with '_' poses as a standard header")
+    if fields:
+        # The fields as uWSGI made them keys: HTTP_ + the name upper-cased, '-' as '_' (a name that
+        # was no token keeps its space or colon), and the value as it came (control bytes kept).
+        max_fields = limits.fields if limits is not None else 0
+        max_size = limits.field_size if limits is not None else 0
+        count = 0
+        for key, value in environ.items():
+            if key.startswith("HTTP_") or key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+                count += 1
+                text = str(value)
+                if max_size and len(key) + len(text) - (5 if key[0] == "H" else 0) + 2 > max_size:
+                    return Rejection(431, f"header field longer than {max_size} bytes")
+                if _FIELD_KEY_RE.match(key) is None:
+                    return Rejection(400, f"invalid header name {key[5:45]!r}")
+                if _CTL_BUT_TAB_RE.search(text) is not None:
+                    return Rejection(400, f"control character in header {key[5:45]!r} (or a bare CR or LF)")
+        if max_fields and count > max_fields:
+            return Rejection(431, f"more than {max_fields} header fields")
+    return None
+
+
+def refusal_parts(rejection: Any) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The answer to a refused request (Connection: close) and a log line."""
+    from launcher.hygiene import error_parts
+
+    logger.debug("refused: %s", rejection.reason)
+    return error_parts(rejection)
 
 
 def _mod_wsgi_call(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Call the app under mod_wsgi: an exception before the response started is logged here, as one
-    launcher record (mod_wsgi would log its traceback line by line), and answered 500."""
+    launcher record (mod_wsgi would log its traceback line by line), and answered 500.
+
+    A request head Apache took although the launcher's rules refuse it (see :func:`environ_refusal`)
+    is answered 400 with Connection: close, which makes Apache close the connection: nothing sent
+    behind it is read as another request.  So is every chunked request, once answered: a chunk
+    line Apache reads its own way (chunk size '5 ') cannot leave a hidden request behind it."""
+    rejection = environ_refusal(environ, None)
+    if rejection is not None:
+        status, headers, body = refusal_parts(rejection)
+        start_response(status, headers)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+    if environ.get("HTTP_TRANSFER_ENCODING") is not None:
+        start_response = _closing_start_response(start_response)
     try:
         result: Iterable[bytes] = app(environ, start_response)
     except Exception:
@@ -923,6 +1069,16 @@ def _mod_wsgi_call(app: WSGIApp, environ: dict[str, Any], start_response: Callab
             raise exc_info[1].with_traceback(exc_info[2]) from None  # type: ignore[union-attr]
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [_ERROR_BODY]
     return result
+
+
+def _closing_start_response(start_response: Callable[..., Any]) -> Callable[..., Any]:
+    """``start_response`` adding Connection: close (Apache then closes after the response)."""
+
+    def closing(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        headers = [(name, value) for name, value in headers if name.lower() != "connection"]
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+    return closing
 
 
 def _request_target(environ: dict[str, Any]) -> str:
@@ -954,6 +1110,13 @@ class StopWatch:
         #: thread ident -> [fd, socket inode, busy]
         self.connections: dict[int, list[int]] = {}
         self.previous_hook: Any = None
+        #: requests running in this process (written to busy.PID while draining, for the cut-off count)
+        self.running = 0
+        self.busy_path = os.path.join(status_dir, f"busy.{os.getpid()}")
+
+    def count(self, delta: int) -> None:
+        with self.lock:
+            self.running += delta
 
     def start(self) -> StopWatch:
         if self.keepalive:
@@ -1002,6 +1165,18 @@ class StopWatch:
             idle = [(fd, inode) for fd, inode, busy in self.connections.values() if not busy]
         for fd, inode in idle:
             _shutdown_fd(fd, inode)
+        written = -1
+        while True:  # until the process ends: what the launcher counts if the deadline runs out
+            running = self.running
+            if running != written:
+                try:
+                    with open(self.busy_path + ".tmp", "w", encoding="ascii") as fh:
+                        fh.write(str(running))
+                    os.replace(self.busy_path + ".tmp", self.busy_path)
+                    written = running
+                except OSError:
+                    return
+            time.sleep(STOP_POLL)
 
 
 def _shutdown_fd(fd: int, inode: int) -> None:
@@ -1049,9 +1224,10 @@ class _Exchange:
     end), as PEP 3333 allows, so until then the response can still become a 500."""
 
     def __init__(self, app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any], mode: str,
-                 limit: int = 0) -> None:
+                 limit: int = 0, limits: Any = None) -> None:
         self.app = app
         self.limit = limit
+        self.limits = limits
         self.environ = environ
         self.server_start_response = start_response
         self.http = mode != "uwsgi"
@@ -1071,6 +1247,12 @@ class _Exchange:
 
     def run(self) -> Iterable[bytes]:
         environ = self.environ
+        if self.http:
+            # uWSGI's HTTP parser takes almost any head: the launcher's rules, as far as environ shows them.
+            rejection = environ_refusal(environ, self.limits, fields=True)
+            if rejection is not None:
+                status, _, body = refusal_parts(rejection)
+                return self._refuse(status, b"" if environ.get("REQUEST_METHOD") == "HEAD" else body)
         length = str(environ.get("CONTENT_LENGTH") or "0")
         if self.limit and length.isdigit() and int(length) > self.limit:
             return self._refuse("413 Content Too Large", b"Content Too Large\n")
@@ -1361,13 +1543,16 @@ OWNED = {
     "log-x-forwarded-for": "--proxy-headers", "enable-proxy-protocol": "--proxy-headers",
     "disable-logging": "--access-log", "master": "(always on)", "lazy-apps": "(always on)",
     "lazy": "(always on)", "need-app": "(always on)", "strict": "(always on)",
-    "hook-master-start": "(the launcher's stop)",
+    "hook-master-start": "(the launcher's stop)", "max-vars": "--limit-request-fields",
     "die-on-term": "(the launcher's stop)", "daemonize": "(the launcher runs in the foreground)",
     "daemonize2": "(the launcher runs in the foreground)", "vacuum": "(the launcher removes its unix sockets)",
     "ini": "single -o options", "yaml": "single -o options", "yml": "single -o options", "json": "single -o options",
     "xml": "single -o options", "xmlconfig": "single -o options", "inherit": "single -o options",
     "include": "single -o options", "config": "single -o options",
 }
+#: Variables uWSGI sets besides the header fields (REQUEST_METHOD, PATH_INFO...), with room to spare:
+#: past --max-vars uWSGI drops fields ("max vec size reached. skip this var") instead of refusing.
+MAX_CGI_VARS = 64
 BACKEND_KEYS = ("protocol", "ready_timeout")
 _TRUE = ("true", "yes", "on", "")
 _FALSE = ("false", "no", "off")
@@ -1406,7 +1591,8 @@ class UWSGIBackend(ProgramBackend):
     distribution = "pyuwsgi"
     # 2.0.26 fixed the termination race of --need-app with --lazy-apps, the mode used here.
     min_version = "2.0.26"
-    supports = frozenset({"threads", "timeout", "keepalive", "limit_request_body"})
+    supports = frozenset({"threads", "timeout", "keepalive", "limit_request_body", "limit_request_line",
+                          "limit_request_fields", "limit_request_field_size"})
     program = "uWSGI"
     graceful_signal = signal.SIGTERM  # gracefully_kill_them_all, through the master-start hook
     death_signal = signal.SIGKILL  # the workers leave within a second of their master
@@ -1459,7 +1645,7 @@ class UWSGIBackend(ProgramBackend):
             argv += ["--max-requests", str(opts.max_requests)]
         mercy = str(_ceil(opts.graceful_timeout) + 1)
         argv += ["--listen", str(opts.backlog), "--worker-reload-mercy", mercy, "--reload-mercy", mercy,
-                 "--buffer-size", "32768"]
+                 "--buffer-size", "32768", "--max-vars", str((opts.limit_request_fields or 200) + MAX_CGI_VARS)]
         for sig in (signal.SIGTERM, signal.SIGINT):
             argv += ["--hook-master-start", f"unix_signal:{int(sig)} gracefully_kill_them_all"]
         for name, value in backend["extra"]:

@@ -351,3 +351,56 @@ def _user_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def test_strict_config(tmp_path: Path) -> None:
+    """The Apache directives included before the virtual hosts: limits, strictness, timeouts, sizing."""
+    import re
+
+    from backends.mod_wsgi import ModWSGIBackend, _posing_names, strict_config
+    from launcher.options import resolve
+
+    opts = resolve("tests.contract.app:app", cli={
+        "backend": "mod_wsgi", "limit_request_line": 2000, "limit_request_fields": 30,
+        "limit_request_field_size": 1000, "header_timeout": 2.5,
+    }, env={}, use_file=False)
+    conf = strict_config(opts)
+    for line in ("LimitRequestLine 2000", "LimitRequestFields 30", "LimitRequestFieldSize 1000",
+                 "HttpProtocolOptions Strict Require1.0", "AcceptFilter http none",
+                 "RequestReadTimeout handshake=3 header=3 body=3,MinRate=500", "StartServers 4",
+                 "MaxRequestWorkers 256"):
+        assert line in conf, f"{line!r} missing from {conf}"
+    names = re.compile(_posing_names(), re.IGNORECASE)
+    for posing in ("Content_Length", "X_Forwarded_For", "x-forwarded_for", "X_Real-IP", "Transfer_Encoding"):
+        assert names.match(posing), posing
+    for fine in ("Content-Length", "X-Forwarded-For", "X-Custom_Thing", "X_Content_Length_2"):
+        assert not names.match(fine), fine
+
+    sized = resolve("tests.contract.app:app", cli={"backend": "mod_wsgi", "connections": 100}, env={}, use_file=False)
+    assert "ThreadsPerChild 64" in strict_config(sized) and "MaxRequestWorkers 128" in strict_config(sized)
+
+    backend = ModWSGIBackend()
+    backend._workdir = str(tmp_path)
+    root = tmp_path / "httpd"
+    root.mkdir()
+    (root / "httpd.conf").write_text("Timeout 60\nKeepAlive On\n<VirtualHost *:80>\n</VirtualHost>\n")
+    backend._include_limits(str(root))
+    text = (root / "httpd.conf").read_text()
+    assert text.index("limits.conf") < text.index("<VirtualHost"), text
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs root")
+def test_user_and_group_are_honoured() -> None:
+    import grp
+
+    from backends.mod_wsgi import _run_user
+
+    nobody = pwd.getpwnam("nobody")
+    user = _run_user("nobody")
+    assert user is not None and user[0] == "nobody" and user[2] == nobody.pw_uid
+    assert user[1] == grp.getgrgid(nobody.pw_gid).gr_name
+    assert _run_user()[0] in ("www-data", "nobody")  # type: ignore[index]
+    from launcher.errors import ServerError
+
+    with pytest.raises(ServerError, match="no such user"):
+        _run_user("no-such-user-here")

@@ -143,6 +143,58 @@ def test_conflicting_length_and_chunked_is_refused(serve: Serve) -> None:
         assert conn.read_extra(1.0) == b"" and conn.server_closed
 
 
+def test_heads_uwsgi_takes_are_refused_from_environ(serve: Serve) -> None:
+    """uWSGI's parser takes almost any head: the entry file refuses what environ shows (400 or 431,
+    Connection: close, the connection shut down so nothing behind it is parsed)."""
+    server = serve(contract_args("uwsgi", "127.0.0.1:0", "--limit-request-line", "200", "--limit-request-fields",
+                                 "10", "--limit-request-field-size", "100"))
+    hidden = b"GET /environ?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    heads = {
+        b"GET http://evil.example/ HTTP/1.1\r\nHost: x\r\n\r\n": 400,  # absolute-form
+        b"GET / HTTP/1.1\r\n\r\n": 400,  # no Host
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n": 400,
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n": 400,
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n": 400,  # space before the colon
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n": 400,
+        b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n": 414,
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(12)) + b"\r\n": 431,
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 120 + b"\r\n\r\n": 431,
+    }
+    for head, status in heads.items():
+        with Connection(server.address, timeout=10) as conn:
+            conn.send_raw(head + hidden)
+            resp = conn.read_response()
+            assert resp.status == status, f"{head[:60]!r}: {resp.describe()}"
+            assert resp.header("Connection") == "close", resp.describe()
+            assert conn.read_extra(1.0) == b"" and conn.server_closed, head[:60]
+    ok = http_request(server.address, "GET", "/environ", headers={f"X-{i}": "v" for i in range(5)})
+    assert ok.status == 200, ok.describe()
+
+
+def test_environ_refusal_rules() -> None:
+    from backends.uwsgi import environ_refusal
+    from launcher.hygiene import Limits
+
+    base = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/p?q=1", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "x:80"}
+    assert environ_refusal(base, Limits(), fields=True) is None
+    assert environ_refusal({**base, "HTTP_X_CUSTOM_THING": "1"}, Limits(), fields=True) is None
+    refused = [
+        {**base, "REQUEST_URI": "http://evil/"}, {**base, "REQUEST_URI": "*"}, {**base, "SERVER_PROTOCOL": "HTTP/2.0"},
+        {**base, "REQUEST_METHOD": "G@T"}, {k: v for k, v in base.items() if k != "HTTP_HOST"},
+        {**base, "HTTP_HOST": "a, b"}, {**base, "CONTENT_LENGTH": "0_0"}, {**base, "CONTENT_LENGTH": "+5"},
+        {**base, "SERVER_PROTOCOL": "HTTP/1.0", "HTTP_TRANSFER_ENCODING": "chunked"},
+        {**base, "HTTP_X_A ": "b"}, {**base, "HTTP_X_A": "a\x00b"}, {**base, "HTTP_X_A": "a\nX-B: b"},
+    ]
+    for environ in refused:
+        assert environ_refusal(environ, Limits(), fields=True) is not None, environ
+    assert environ_refusal({**base, "HTTP_X_A": "a\tb"}, Limits(), fields=True) is None
+    assert environ_refusal({**base, "HTTP_X_A": "a" * 50}, Limits(field_size=40), fields=True).status == 431
+    many = {**base, **{f"HTTP_X_{i}": "v" for i in range(10)}}
+    assert environ_refusal(many, Limits(fields=10), fields=True).status == 431
+    assert environ_refusal(many, Limits(fields=11), fields=True) is None
+    assert environ_refusal({**base, "LAUNCHER_BAD_HEADER": "1"}).status == 400  # set by the mod_wsgi config
+
+
 def test_limit_request_body(serve: Serve) -> None:
     server = serve(contract_args("uwsgi", "127.0.0.1:0", "--limit-request-body", "1000"))
     small = http_request(server.address, "POST", "/echo", body=b"x" * 1000)
@@ -339,7 +391,7 @@ def test_command_line(tmp_path: Path) -> None:
                      "--socket-timeout 2", "--max-requests 100", "--worker-reload-mercy 5",
                      "--master", "--lazy-apps", "--need-app", "--strict", "--thunder-lock",
                      "unix_signal:15 gracefully_kill_them_all", "unix_signal:2 gracefully_kill_them_all",
-                     "--wsgi-file /x/entry.py"):
+                     "--max-vars 164", "--wsgi-file /x/entry.py"):
         assert expected in joined, f"{expected!r} missing from {joined}"
 
 
