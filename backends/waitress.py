@@ -52,7 +52,7 @@ import time
 
 from backends.base import Backend
 from launcher.errors import OptionError
-from launcher.hygiene import Limits, Rejection, check_head, error_parts, parse_head
+from launcher.hygiene import Limits, Rejection, error_parts, inspect_head, is_common_head
 from launcher.options import closest
 
 TYPE_CHECKING = False
@@ -293,13 +293,19 @@ def server_classes(limits: Limits, header_timeout: float) -> tuple[Any, Any]:
                     me.all_chunks_received = True
             return consumed
 
+    parse = HTTPRequestParser.parse_header
+    channel_received = HTTPChannel.received
+
     class Parser(HTTPRequestParser):  # type: ignore[misc]
         def parse_header(self, header_plus: bytes) -> None:
             # header_plus: the request line and the fields exactly as received, up to the blank line.
-            head = parse_head(header_plus)
-            rejection = head if isinstance(head, Rejection) else check_head(*head, limits)
+            if is_common_head(header_plus, limits):
+                # Accepted in one C-level match; no Content-Length nor Transfer-Encoding: not chunked.
+                parse(self, header_plus)
+                return
+            head, rejection = inspect_head(header_plus, limits)
             if rejection is None:
-                super().parse_header(header_plus)
+                parse(self, header_plus)
                 me: Any = self
                 if me.chunked:
                     me.body_rcv = CappedChunks(me.body_rcv.buf)
@@ -318,7 +324,7 @@ def server_classes(limits: Limits, header_timeout: float) -> tuple[Any, Any]:
         def received(self, data: bytes) -> bool:
             if self.request is None and data:
                 self.launcher_head_started = time.time()
-            return bool(super().received(data))
+            return bool(channel_received(self, data))
 
     def maintenance(server: Any, now: float) -> None:
         if header_timeout <= 0:

@@ -230,10 +230,122 @@ def parse_head(raw: bytes) -> Head | Rejection:
 
 def check_raw_head(raw: bytes, limits: Limits | None = None) -> Rejection | None:
     """:func:`parse_head` then :func:`check_head`."""
+    return inspect_head(raw, limits)[1]
+
+
+def inspect_head(raw: bytes, limits: Limits | None = None) -> tuple[Head | Rejection, Rejection | None]:
+    """``(parse_head(raw), rejection)``: the parsed head (or the parser's rejection) and what
+    :func:`check_head` says of it (``None``: accepted) -- the same answers, computed in one pass for
+    the common head (no tab or control byte, a well-known method, an origin-form target, exactly
+    one plausible Host, no Content-Length or Transfer-Encoding, field names seen before); any other
+    head takes :func:`parse_head` and :func:`check_head` themselves."""
+    fast = _fast_head(raw, limits or _DEFAULT_LIMITS)
+    if fast is not None:
+        return fast, None
     head = parse_head(raw)
     if isinstance(head, Rejection):
-        return head
-    return check_head(*head, limits)
+        return head, head
+    return head, check_head(*head, limits)
+
+
+_DEFAULT_LIMITS = Limits()
+#: Methods the fast path knows to be tokens (any other token takes the full check).
+_FAST_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: Any control byte but CR and LF (a tab too: the full check decides where one is allowed).
+_CTL_BUT_CRLF_RE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
+#: Field names already seen to be tokens without "_": 0 for an ordinary one, 1 for Host (any
+#: case); Content-Length and Transfer-Encoding are never here (the full check sees them).
+_NAMES: dict[str, int] = {}
+_NAMES_MAX = 1024
+
+
+def _fast_head(raw: bytes, limits: Limits) -> Head | None:
+    """The parsed head when it is a common one that :func:`check_head` accepts; else ``None``
+    (decided by the full check, never here)."""
+    if raw.endswith(b"\r\n\r\n"):
+        raw = raw[:-4]
+    elif raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    pairs = raw.count(b"\r\n")
+    if raw.count(b"\r") != pairs or raw.count(b"\n") != pairs:
+        return None
+    text = raw.decode("latin-1")
+    if _CTL_BUT_CRLF_RE.search(text) is not None:
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    if (method not in _FAST_METHODS or version not in VERSIONS or target[:1] != "/"
+            or (limits.line and len(lines[0]) > limits.line)):
+        return None
+    max_fields, max_size = limits.fields, limits.field_size
+    if max_fields and len(lines) - 1 > max_fields:
+        return None
+    names = _NAMES
+    fields: list[tuple[str, str]] = []
+    host = None
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        kind = names.get(name)
+        if kind is None:
+            kind = _learn(name)
+            if kind is None:
+                return None  # empty line, folding, no colon, not a token, "_", CL, TE...
+        if not colon:
+            return None
+        value = value.strip(" \t")
+        if max_size and len(name) + len(value) + 2 > max_size:
+            return None
+        if kind:
+            if host is not None:
+                return None
+            host = value
+        fields.append((name, value))
+    if host is None or _HOST_RE.match(host) is None:
+        return None
+    return method, target, version, fields
+
+
+# The common head as one regular expression over its bytes: a well-known method, an origin-form
+# target, HTTP/1.0 or 1.1, field names that are tokens without "_" (nor Content-Length or
+# Transfer-Encoding), values without a control byte (tab included), exactly one Host with a
+# plausible value; CRLF line ends, the blank line there or not (as parse_head takes it).
+_NAME = rb"(?!(?i:host|content-length|transfer-encoding):)[!#$%&'*+\-.^`|~0-9a-zA-Z]+:[^\x00-\x1f\x7f]*"
+_COMMON_RE = re.compile(
+    rb"(?:GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) /[^\x00-\x20\x7f]* HTTP/1\.[01]"
+    rb"(?:\r\n" + _NAME + rb")*"
+    rb"\r\n(?i:host):[ ]*[-a-zA-Z0-9._~%!$&'()*+,;=:\[\]]*[ ]*"
+    rb"(?:\r\n" + _NAME + rb")*"
+    rb"(?:\r\n\r\n|\r\n)?"
+)
+
+
+def is_common_head(raw: bytes, limits: Limits | None = None) -> bool:
+    """True only if :func:`check_raw_head` accepts ``raw`` (False: ask it): one C-level match for
+    the common head, when ``raw`` is too short to break any limit."""
+    limits = limits or _DEFAULT_LIMITS
+    size = len(raw)
+    return (
+        (not limits.line or size <= limits.line)
+        and (not limits.field_size or size <= limits.field_size)
+        and (not limits.fields or raw.count(b"\n") <= limits.fields)
+        and _COMMON_RE.fullmatch(raw) is not None
+    )
+
+
+def _learn(name: str) -> int | None:
+    """The kind of a field name the fast path may take (see ``_NAMES``), remembered; else None."""
+    if "_" in name or _TOKEN_RE.match(name) is None:
+        return None
+    low = name.lower()
+    if low in ("content-length", "transfer-encoding"):
+        return None
+    kind = 1 if low == "host" else 0
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = kind
+    return kind
 
 
 REASONS = {400: "Bad Request", 413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
