@@ -213,11 +213,22 @@ class WaitressBackend(Backend):
         if not triggers:
             return
         trigger = triggers[0]
-        trigger.pull_trigger(close_idle)
+        if not _pull_safely(trigger, close_idle):
+            return
         deadline = time.monotonic() + 2.0
         while self._channels() and time.monotonic() < deadline:
             time.sleep(0.02)
-        trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        _pull_safely(trigger, lambda: wasyncore.close_all(self._map))
+
+
+def _pull_safely(trigger: Any, thunk: Any) -> bool:
+    """Run ``thunk`` in waitress's loop; False when the loop already closed its trigger (it is
+    ending by itself: nothing is left to close)."""
+    try:
+        trigger.pull_trigger(thunk)
+    except OSError:
+        return False
+    return True
 
 
 def strip_head_body(app: WSGIApp) -> WSGIApp:
