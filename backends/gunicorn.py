@@ -642,7 +642,7 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
     from gunicorn.http import errors
     from gunicorn.http.message import Request
 
-    from launcher.hygiene import Limits, check_raw_head
+    from launcher.hygiene import Limits, check_raw_head, is_common_head
 
     limits = Limits(0, 0, 0)  # gunicorn's parser applies --limit-request-line/-fields/-field-size
 
@@ -672,7 +672,8 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             raise StopIteration("request head not received within --header-timeout")
-                        sock.settimeout(remaining)
+                        if buf or sock.gettimeout() != header_timeout:
+                            sock.settimeout(remaining)  # each settimeout is a system call: skip it when set
                     self.read_into(unreader, buf, stop=not buf)
                     end = buf.find(b"\r\n\r\n", 2)  # one CRLF may come before the request line
                     if end >= 0:
@@ -684,14 +685,15 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
             except TimeoutError:
                 raise StopIteration("request head not received within --header-timeout") from None
             head = bytes(buf[2:end] if buf[:2] == b"\r\n" else buf[:end])
-            rejection = check_raw_head(head, limits)
+            # One C-level match accepts the common head; anything else gets the full check.
+            rejection = None if is_common_head(head, limits) else check_raw_head(head, limits)
             if rejection is not None:
                 self.must_close = True
                 if rejection.status == 501:
                     raise NotImplementedCoding(rejection.reason)
                 raise Refused(rejection.reason)
             unreader.unread(bytes(buf))
-            if timed:
+            if timed and sock.gettimeout() != header_timeout:
                 sock.settimeout(header_timeout)  # the body's reads
             return super().parse(unreader)
 
