@@ -922,3 +922,40 @@ def parallel(fn: Any, args_list: Sequence[tuple[Any, ...]], timeout: float = 30.
         if t.is_alive():
             results[i] = TimeoutError(f"still running after {timeout}s")
     return results
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rpartition(b")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def still_alive(pids: list[int], timeout: float) -> list[int]:
+    """The pids still running (zombies do not count) after waiting up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
+                        alive.append(pid)
+            except OSError:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)

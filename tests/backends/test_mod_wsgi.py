@@ -25,12 +25,14 @@ import pytest
 from tests.support import (
     ServeProcess,
     contract_args,
+    descendants,
     http_request,
     parallel,
     require_backend,
     run_serve,
     serve_env,
     start_serve,
+    still_alive,
 )
 
 pytestmark = [pytest.mark.server, pytest.mark.xdist_group("mod_wsgi")]
@@ -45,39 +47,8 @@ def _installed() -> None:
     require_backend("mod_wsgi")
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rpartition(b")")[2].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
-def _alive(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as fh:
-                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
-                        alive.append(pid)
-            except OSError:
-                pass
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +112,7 @@ def test_forwarded_headers_change_nothing_without_proxy_headers(mounted: ServePr
 def test_sigterm_drains_in_flight_requests(serve: Serve) -> None:
     server = serve(contract_args("mod_wsgi", "127.0.0.1:0", "--workers", "1", "--threads", "4",
                                  "--graceful-timeout", "10"), ready_timeout=60)
-    apache = _descendants(server.pid)
+    apache = descendants(server.pid)
     pool = concurrent.futures.ThreadPoolExecutor(4)
     try:
         futures = [pool.submit(http_request, server.address, "GET", "/slow?t=2", timeout=20) for _ in range(4)]
@@ -156,16 +127,16 @@ def test_sigterm_drains_in_flight_requests(serve: Serve) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
     assert statuses == [200] * 4
     assert rc == 0, server.output()
-    assert _alive(apache, 5) == [], "Apache processes outlived the drain"
+    assert still_alive(apache, 5) == [], "Apache processes outlived the drain"
 
 
 def test_apache_stops_with_a_killed_launcher(serve: Serve) -> None:
     server = serve(contract_args("mod_wsgi"), ready_timeout=60)
-    apache = _descendants(server.pid)
+    apache = descendants(server.pid)
     assert apache, "no Apache process under the launcher"
     os.kill(server.pid, signal.SIGKILL)
     server.wait(5)
-    assert _alive(apache, 10) == [], "Apache processes outlived the launcher"
+    assert still_alive(apache, 10) == [], "Apache processes outlived the launcher"
 
 
 def test_port_taken_before_apache_binds_is_retried_on_port_0(monkeypatch: pytest.MonkeyPatch) -> None:

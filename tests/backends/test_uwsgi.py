@@ -31,10 +31,12 @@ from tests.support import (
     Connection,
     ServeProcess,
     contract_args,
+    descendants,
     http_request,
     parallel,
     require_backend,
     run_serve,
+    still_alive,
 )
 
 pytestmark = pytest.mark.server
@@ -47,41 +49,8 @@ def _installed() -> None:
     require_backend("uwsgi")
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rpartition(b")")[2].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
-def _gone(pids: list[int], timeout: float) -> list[int]:
-    """The pids still alive (not zombies) after waiting up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as fh:
-                    if fh.read().rpartition(b")")[2].split()[0] != b"Z":
-                        alive.append(pid)
-            except OSError:
-                pass
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -253,7 +222,7 @@ def test_workers_are_uwsgi_processes(serve: Serve) -> None:
     pids = {r.json()["pid"] for r in results if not isinstance(r, BaseException)}
     assert len(pids) == 2, f"4 concurrent requests on 2 workers x 1 thread came from {pids}: {results}"
     assert server.pid not in pids, "the launcher itself served a request"
-    assert set(pids) <= set(_descendants(server.pid))
+    assert set(pids) <= set(descendants(server.pid))
     environ = http_request(server.address, "GET", "/environ").json()
     assert environ["wsgi.multiprocess"] is True
 
@@ -275,7 +244,7 @@ def test_unix_socket_keeps_its_mode_and_trusts_its_proxy(serve: Serve, sock_dir:
 def test_sigterm_drains_every_worker(serve: Serve) -> None:
     server = serve(contract_args("uwsgi", "127.0.0.1:0", "--workers", "2", "--threads", "2",
                                  "--graceful-timeout", "10"))
-    uwsgi_pids = _descendants(server.pid)
+    uwsgi_pids = descendants(server.pid)
     pool = concurrent.futures.ThreadPoolExecutor(4)
     try:
         futures = [pool.submit(http_request, server.address, "GET", "/slow?t=2", timeout=20) for _ in range(4)]
@@ -287,7 +256,7 @@ def test_sigterm_drains_every_worker(serve: Serve) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
     assert statuses == [200] * 4
     assert rc == 0, server.output()
-    assert _gone(uwsgi_pids, 3) == []
+    assert still_alive(uwsgi_pids, 3) == []
 
 
 def test_idle_keepalive_connection_does_not_hold_the_drain(serve: Serve) -> None:
@@ -326,7 +295,7 @@ def test_graceful_timeout_cuts_off_with_exit_1(serve: Serve) -> None:
 
 def test_uwsgi_dies_with_a_killed_launcher(serve: Serve) -> None:
     server = serve(contract_args("uwsgi", "127.0.0.1:0", "--workers", "2"))
-    uwsgi_pids = _descendants(server.pid)
+    uwsgi_pids = descendants(server.pid)
     assert len(uwsgi_pids) >= 3, f"expected a master and 2 workers, found {uwsgi_pids}"
     # Its own process group (Ctrl-C must reach the launcher only), so killing the launcher's
     # group does not reach it: PR_SET_PDEATHSIG must.
@@ -334,7 +303,7 @@ def test_uwsgi_dies_with_a_killed_launcher(serve: Serve) -> None:
     assert len(workdirs) == 1, workdirs
     os.kill(server.pid, signal.SIGKILL)
     server.wait(5)
-    assert _gone(uwsgi_pids, 5) == [], "uWSGI processes outlived the launcher"
+    assert still_alive(uwsgi_pids, 5) == [], "uWSGI processes outlived the launcher"
     # The killed launcher could not remove its private directory: the next start does.
     serve(contract_args("uwsgi"))
     assert not workdirs[0].exists()
