@@ -213,6 +213,23 @@ class Backend:
         """Close idle connections and make :meth:`serve` return (called from the drain thread)."""
 
 
+def set_on_signals(event: threading.Event, signals: Iterable[int]) -> None:
+    """Chain the current handlers of ``signals`` so that ``event`` is set first, then the handler
+    that was there runs as before (signals whose handler is not a Python callable are left alone)."""
+    import signal
+
+    for sig in signals:
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+            event.set()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def iter_sockets(listeners: Iterable[Listener]) -> list[Any]:
     """The raw socket objects of ``listeners``."""
     return [listener.sock for listener in listeners]

@@ -705,18 +705,10 @@ def _drain_on_stop() -> None:
     --health-path answers 503 from then on (the arbiter tells each worker with SIGTERM, or SIGQUIT
     for a quick stop): chain gunicorn's own handlers, which ``init_signals`` installed before
     ``post_worker_init``."""
+    from backends.base import set_on_signals
     from launcher.drain import draining
 
-    for sig in (signal.SIGTERM, signal.SIGQUIT):
-        previous = signal.getsignal(sig)
-        if not callable(previous):
-            continue
-
-        def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
-            draining.set()
-            previous(signum, frame)
-
-        signal.signal(sig, handler)
+    set_on_signals(draining, (signal.SIGTERM, signal.SIGQUIT))
     # As gunicorn's init_signals: the stop must not interrupt system calls of running requests.
     signal.siginterrupt(signal.SIGTERM, False)
 

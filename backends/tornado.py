@@ -501,17 +501,10 @@ class _RecycleFilter(logging.Filter):
 def _note_signals() -> threading.Event:
     """Wrap the launcher's SIGTERM/SIGINT handlers to remember that a signal (not --max-requests)
     stopped this worker."""
+    from backends.base import set_on_signals
+
     seen = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-        if not callable(previous):
-            continue
-
-        def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
-            seen.set()
-            previous(signum, frame)
-
-        signal.signal(sig, handler)
+    set_on_signals(seen, (signal.SIGTERM, signal.SIGINT))
     return seen
 
 
