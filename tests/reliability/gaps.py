@@ -69,8 +69,6 @@ MOD_WSGI = {
                         "reaches the app, but the chunk line is not refused (the app cannot see it)",
     "obs_fold": _served_hidden("obs_fold", APACHE) + " (HttpProtocolOptions Strict does not refuse folding, and "
                 "Apache unfolds the value before mod_setenvif or the app could see it)",
-    "unix_mode": "takes_sockets is True but the backend refuses unix: binds (Apache binds its own TCP port): set "
-                 "takes_sockets = False, or serve unix sockets",
 }
 
 KNOWN: dict[str, dict[str, str]] = {

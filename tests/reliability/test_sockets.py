@@ -1,5 +1,6 @@
 """Sockets and privileges: a busy port, unix socket modes (every backend that takes the launcher's
-sockets, FastCGI included), --user, and root refused on an address others can reach."""
+sockets and can serve a unix socket, FastCGI included; mod_wsgi's refusal of unix binds is in
+tests/contract/test_lifecycle.py), --user, and root refused on an address others can reach."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _socket_backends() -> list[str]:
     names = []
     for name in support.backend_names(None):
         try:
-            if get_class(name).takes_sockets:
+            cls = get_class(name)
+            if cls.takes_sockets and cls.unix_sockets:
                 names.append(name)
         except Exception:  # not loadable yet: require_backend reports it
             names.append(name)
