@@ -48,8 +48,16 @@ shows against the launcher's rules (:func:`environ_refusal`): the request line (
 HTTP/1.0 or 1.1, origin-form or ``*`` for OPTIONS, no control byte or space in REQUEST_URI), an
 invalid Content-Length, Transfer-Encoding in HTTP/1.0, a missing or invalid Host in HTTP/1.1,
 header names that were no token (uWSGI keeps their space in the environ key), control bytes in
-values (a bare LF included), and the --limit-request-* limits.  It cannot see a '_' name
-(``X_Forwarded_For`` becomes HTTP_X_FORWARDED_FOR) nor the chunk framing uWSGI reads itself.
+values (a bare LF included), and the --limit-request-* limits.  It cannot see a '_' name: uWSGI's
+``http_header_to_cgi()`` (proto/http.c) upper-cases the name and turns '-' into '_' *in place* in
+its read buffer, so ``Content_Length`` becomes CONTENT_LENGTH and ``X_Forwarded_For`` joins a real
+X-Forwarded-For as one HTTP_X_FORWARDED_FOR "a, b" before any Python code runs (measured: no
+HTTP_CONTENT_LENGTH key, no second entry, the raw name nowhere).
+A chunked request body is parsed by the entry file itself, strictly (:class:`StrictChunkedInput`),
+from the raw bytes: uWSGI's ``uwsgi.chunked_read()`` takes chunk size 'zz' as 0 and '0x5' as 5
+(``strtoul``), skips data past a chunk's size and fails on an extension.  The raw bytes come from
+uWSGI's exported ``uwsgi_proto_base_read_body()`` through ctypes (:class:`RawStream`): what uWSGI
+read with the head first, then the connection.
 A unix socket's mode is set by the launcher when it binds (``unix:PATH:0660``): uWSGI's
 ``--chmod-socket`` only applies to sockets it binds itself.
 
@@ -87,10 +95,12 @@ Traps handled, and why:
   Content-Length is sent chunked to HTTP/1.1 clients (uWSGI would keep the connection open with no
   way to find the end: the client waited for the socket timeout, 4 s), a one-chunk list gets a
   Content-Length instead, a HEAD response loses the body uWSGI would send,
-  a chunked request body is read through ``uwsgi.chunked_read()`` (uWSGI gives the app an empty
-  body and would parse the rest as the next request; an unread rest is drained, up to 1 MiB, or the
-  connection is shut down).  CL together with Transfer-Encoding, or a coding other than chunked, is
-  refused with 400.  On SIGTERM, idle keep-alive connections are closed (see :class:`StopWatch`).
+  a chunked request body is read by the entry file (uWSGI gives the app an empty body and would
+  parse the rest as the next request; an unread rest is drained, up to 1 MiB, or the connection is
+  shut down; so is a connection whose body was broken, 400, or too large, 413, or that had bytes
+  after the body's end, since uWSGI cannot be handed them back).  CL together with
+  Transfer-Encoding, or a coding other than chunked, is refused with 400.
+  On SIGTERM, idle keep-alive connections are closed (see :class:`StopWatch`).
 * Proxy headers.  uWSGI sets ``wsgi.url_scheme`` from X-Forwarded-Proto and X-Forwarded-Ssl sent
   by any client (measured): the entry file resets it to ``http`` on HTTP sockets, and on uwsgi
   sockets derives it only from the front server's own variables (HTTPS, REQUEST_SCHEME,
@@ -167,6 +177,9 @@ STOP_POLL = 0.05
 #: A chunked request body the app left unread is drained up to this much before the connection is
 #: shut down instead (so a keep-alive connection never parses body bytes as a request).
 DRAIN_LIMIT = 1 << 20
+#: Seconds a chunked body may pause when no --header-timeout / --keepalive says otherwise (uWSGI's
+#: own default socket timeout).
+BODY_TIMEOUT = 4.0
 
 
 # =========================================================================== shared: a server that
@@ -806,7 +819,8 @@ def child_app(config_path: str) -> WSGIApp:
         raise
     from launcher.hygiene import Limits
 
-    adapted = Adapter(app, config["token"], config["mode"], opts.limit_request_body, Limits.from_options(opts))
+    adapted = Adapter(app, config["token"], config["mode"], opts.limit_request_body, Limits.from_options(opts),
+                      threads=opts.threads, body_timeout=_body_timeout(opts))
     adapted.connections = StopWatch(status_dir, keepalive=config["mode"] == "http11").start()
     try:
         with open(os.path.join(status_dir, f"loaded.{os.getpid()}"), "w"):
@@ -914,8 +928,13 @@ class Adapter:
     """The outermost layer in a server process: the readiness probe, and what the server's own
     HTTP handling lacks (``mode``: "http11", "http", "uwsgi" or "mod_wsgi")."""
 
-    def __init__(self, app: WSGIApp, token: str, mode: str, limit: int = 0, limits: Any = None) -> None:
+    def __init__(self, app: WSGIApp, token: str, mode: str, limit: int = 0, limits: Any = None, *,
+                 threads: int = 1, body_timeout: float = BODY_TIMEOUT) -> None:
         self.app = app
+        #: uWSGI's threads per process (which request pointer :class:`RawStream` asks uWSGI for)
+        self.threads = threads
+        #: seconds a chunked request body may pause
+        self.body_timeout = body_timeout
         #: --limit-request-line / -fields / -field-size (launcher.hygiene.Limits), checked on environ
         self.limits = limits
         self.token = token.encode("ascii")
@@ -954,7 +973,8 @@ class Adapter:
     def _call(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if self.mode == "mod_wsgi":  # Apache's HTTP handling needs nothing more
             return _mod_wsgi_call(self.app, environ, start_response)
-        return _Exchange(self.app, environ, start_response, self.mode, self.limit, self.limits).run()
+        return _Exchange(self.app, environ, start_response, self.mode, self.limit, self.limits,
+                         self.threads, self.body_timeout).run()
 
 
 class _Counted:
@@ -1224,8 +1244,10 @@ class _Exchange:
     end), as PEP 3333 allows, so until then the response can still become a 500."""
 
     def __init__(self, app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any], mode: str,
-                 limit: int = 0, limits: Any = None) -> None:
+                 limit: int = 0, limits: Any = None, threads: int = 1, body_timeout: float = BODY_TIMEOUT) -> None:
         self.app = app
+        self.threads = threads
+        self.body_timeout = body_timeout
         self.limit = limit
         self.limits = limits
         self.environ = environ
@@ -1268,7 +1290,8 @@ class _Exchange:
                 codings = [c.strip().lower() for c in str(te).split(",")]
                 if codings[-1] != "chunked" or codings.count("chunked") != 1 or environ.get("CONTENT_LENGTH"):
                     return self._refuse("400 Bad Request", b"Bad Request: unsupported Transfer-Encoding\n")
-                self.body_in = ChunkedInput(self.limit)
+                stream = RawStream.open(self.threads, self.body_timeout)
+                self.body_in = ChunkedInput(self.limit) if stream is None else StrictChunkedInput(self.limit, stream)
                 environ["wsgi.input"] = self.body_in
                 environ["wsgi.input_terminated"] = True
                 environ.pop("CONTENT_LENGTH", None)
@@ -1333,9 +1356,18 @@ class _Exchange:
         connection (logged either way)."""
         exc_info = sys.exc_info()
         if isinstance(exc_info[1], BodyTooLarge) and not self.committed:
-            self.pending = ("413 Content Too Large", [("Content-Type", "text/plain"), ("Content-Length", "18")])
+            self.pending = ("413 Content Too Large", [("Content-Type", "text/plain"), ("Content-Length", "18"),
+                                                      ("Connection", "close")])
             self.commit()
-            return [] if self.head else [b"Content Too Large\n"]
+            return _Closing([] if self.head else [b"Content Too Large\n"])  # the rest is not read
+        if isinstance(exc_info[1], BadChunk) and not self.committed:
+            # The client's framing, not the app: no traceback (the connection is shut down after it).
+            logger.debug("refused: %s", exc_info[1])
+            body = b"Bad Request: invalid chunked body\n"
+            self.pending = ("400 Bad Request", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                                ("Connection", "close")])
+            self.commit()
+            return _Closing([] if self.head else [body])
         environ = self.environ
         # One launcher record with the traceback (uWSGI would print it line by line).
         logger.exception("error in the app for %s %s", environ.get("REQUEST_METHOD"), _request_target(environ))
@@ -1447,9 +1479,119 @@ class BodyTooLarge(OSError):
     """A chunked request body grew past --limit-request-body (answered 413 if the app lets it go)."""
 
 
+class BadChunk(OSError):
+    """A chunked request body whose framing breaks RFC 9112 7.1 (answered 400 if the app lets it go)."""
+
+
+#: A chunk-size line: hex digits (at most 16: no overflow), then optional extensions (RFC 9112 7.1.1:
+#: ``*( BWS ";" BWS name [ BWS "=" BWS value ] )``, kept loose but without control bytes), nothing else.
+_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+#: A trailer field line (a token, a colon, a value without control bytes).
+_TRAILER_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
+#: The longest chunk-size line, and the most trailer bytes, taken.
+CHUNK_LINE_MAX = 4096
+TRAILERS_MAX = 16384
+
+#: uWSGI's C functions reached through ctypes (see :class:`RawStream`): False when unavailable.
+_RAW: Any = None
+
+
+def _raw_functions() -> Any:
+    """(threaded_current_wsgi_req, simple_current_wsgi_req, uwsgi_proto_base_read_body) from the
+    uWSGI running this process (the pyuwsgi extension), or None."""
+    global _RAW
+    if _RAW is None:
+        try:
+            import ctypes
+
+            module = sys.modules.get("pyuwsgi")
+            lib = ctypes.CDLL(module.__file__ if module is not None and module.__file__ else None, use_errno=True)
+            functions = []
+            for name in ("threaded_current_wsgi_req", "simple_current_wsgi_req"):
+                current = getattr(lib, name)
+                current.restype = ctypes.c_void_p
+                current.argtypes = []
+                functions.append(current)
+            read_body = lib.uwsgi_proto_base_read_body
+            read_body.restype = ctypes.c_ssize_t
+            read_body.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+            _RAW = (*functions, read_body)
+        except Exception:  # not uWSGI's pyuwsgi, or a build without these symbols
+            _RAW = False
+    return _RAW or None
+
+
+class RawStream:
+    """The request body's bytes exactly as the client sent them, for a strict parser of our own.
+
+    uWSGI reads as much as the socket holds with the head (``proto_parser_remains``: the body, or
+    a request pipelined behind it) and hands it out through its HTTP sockets' ``proto_read_body``,
+    ``uwsgi_proto_base_read_body()``: the bytes it already holds first, then ``read()`` on the
+    connection.  That exported function is called through ctypes with the current request
+    (``threaded_current_wsgi_req()`` when uWSGI runs threads, else ``simple_current_wsgi_req()``),
+    whose first member is the connection's descriptor: checked against ``uwsgi.connection_fd()``
+    before any use.  The connection is non-blocking: an empty read waits (poll) up to ``timeout``.
+    """
+
+    SIZE = 65536
+
+    def __init__(self, request: int, read_body: Any, fd: int, timeout: float) -> None:
+        import ctypes
+
+        self.request = request
+        self.read_body = read_body
+        self.fd = fd
+        self.timeout = timeout
+        self.buffer = ctypes.create_string_buffer(self.SIZE)
+
+    @classmethod
+    def open(cls, threads: int, timeout: float) -> RawStream | None:
+        """The current request's raw body stream, or None when uWSGI's functions are not reachable."""
+        functions = _raw_functions()
+        if functions is None:
+            return None
+        import ctypes
+
+        import uwsgi
+
+        threaded, simple, read_body = functions
+        try:
+            request = (threaded if threads > 1 else simple)()
+            fd = uwsgi.connection_fd()
+            if not request or ctypes.c_int.from_address(request).value != fd:
+                return None  # another request loop (-o gevent...): not the request we think
+        except Exception:
+            return None
+        return cls(request, read_body, fd, timeout)
+
+    def read(self) -> bytes:
+        """The next bytes of the connection (b"" at its end); TimeoutError past ``timeout`` idle."""
+        import ctypes
+        import errno
+        import select
+
+        while True:
+            got = self.read_body(self.request, self.buffer, self.SIZE)
+            if got > 0:
+                return ctypes.string_at(self.buffer, got)
+            if got == 0:
+                return b""
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            if err not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise OSError(err, os.strerror(err))
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            if not poller.poll(int(self.timeout * 1000)):
+                raise TimeoutError(f"no request body byte for {self.timeout:g}s")
+
+
 class ChunkedInput:
     """``wsgi.input`` for a chunked request body on a uWSGI HTTP socket, read with uWSGI's own
-    ``uwsgi.chunked_read()`` (uWSGI hands the app an empty body otherwise)."""
+    ``uwsgi.chunked_read()`` (uWSGI hands the app an empty body otherwise).  Only used when the raw
+    body cannot be reached (:class:`StrictChunkedInput` otherwise): uWSGI's reader is lax (chunk
+    size 'zz' reads as 0, '0x5' as 5, data past a chunk's size is skipped) and fails on extensions."""
 
     def __init__(self, limit: int = 0) -> None:
         self._buffer = b""
@@ -1524,6 +1666,95 @@ class ChunkedInput:
         except Exception:  # a broken body: the connection is shut down instead
             return False
         return self.done and not self.truncated
+
+
+class StrictChunkedInput(ChunkedInput):
+    """``wsgi.input`` for a chunked request body, parsed here from the raw bytes (:class:`RawStream`)
+    by RFC 9112 7.1: a chunk-size line is hex digits with optional extensions (ignored), chunk data
+    is followed by CRLF, the trailer section ends with an empty line.  Anything else raises
+    :class:`BadChunk` (400 when the app lets it go, and the connection is closed).  Bytes read past
+    the body's end belong to a request pipelined behind it, which uWSGI cannot be handed back:
+    the connection is then shut down after the response (uWSGI closes it too, see ok_pipelined)."""
+
+    def __init__(self, limit: int, stream: RawStream) -> None:
+        super().__init__(limit)
+        self.stream = stream
+        self.raw = b""  # read, not parsed yet
+        self.left = 0  # data bytes of the current chunk still to come
+        self.broken = False
+
+    def _fill(self) -> None:
+        data = self.stream.read()
+        if not data:
+            raise BadChunk("the connection ended inside a chunked body")
+        self.raw += data
+
+    def _line(self, most: int) -> bytes:
+        while True:
+            end = self.raw.find(b"\r\n")
+            if end >= 0:
+                line, self.raw = self.raw[:end], self.raw[end + 2:]
+                return line
+            if len(self.raw) > most:
+                raise BadChunk("chunk line too long (or not ended by CRLF)")
+            self._fill()
+
+    def _more(self) -> bool:
+        if self.done:
+            if self.broken:
+                raise BadChunk("invalid chunked body")
+            return False
+        try:
+            return self._parse()
+        except BadChunk:
+            self.done = self.broken = True
+            raise
+        except BodyTooLarge:
+            raise
+        except OSError as exc:  # the connection failed or paused too long: the body is broken
+            self.done = self.broken = True
+            raise BadChunk(f"chunked body not received: {exc}") from None
+
+    def _parse(self) -> bool:
+        if self.left == 0:
+            line = self._line(CHUNK_LINE_MAX)
+            match = _CHUNK_SIZE_RE.fullmatch(line)
+            if match is None:
+                raise BadChunk(f"invalid chunk size line {line[:40]!r}")
+            size = int(match.group(1), 16)
+            if size == 0:
+                total = 0
+                while True:  # the trailer section, up to its empty line
+                    trailer = self._line(TRAILERS_MAX)
+                    if not trailer:
+                        break
+                    total += len(trailer) + 2
+                    if total > TRAILERS_MAX or _TRAILER_RE.fullmatch(trailer) is None:
+                        raise BadChunk("invalid chunked trailer section")
+                self.done = True
+                return False
+            if self.limit and self.received + size > self.limit:
+                self.done = self.truncated = True
+                raise BodyTooLarge(f"request body larger than --limit-request-body ({self.limit} bytes)")
+            self.left = size
+        if not self.raw:
+            self._fill()
+        data, self.raw = self.raw[:self.left], self.raw[self.left:]
+        self.left -= len(data)
+        if self.left == 0:
+            while len(self.raw) < 2:
+                self._fill()
+            if self.raw[:2] != b"\r\n":
+                raise BadChunk("chunk data longer than its size (no CRLF after it)")
+            self.raw = self.raw[2:]
+        self.received += len(data)
+        self._buffer += data
+        return True
+
+    def drain(self, limit: int) -> bool:
+        """As :meth:`ChunkedInput.drain`; False too when bytes past the body were read (a request
+        pipelined behind it, which uWSGI cannot be given back) or the body was broken."""
+        return super().drain(limit) and not self.broken and not self.raw
 
 
 # =========================================================================== the uWSGI backend
@@ -1691,6 +1922,14 @@ class UWSGIBackend(ProgramBackend):
         proc = self._proc
         if proc is not None and proc.poll() is None:
             self.kill()
+
+
+def _body_timeout(opts: Any) -> float:
+    """Seconds a chunked request body may pause: --header-timeout when honoured, else uWSGI's own
+    socket timeout (--keepalive, or its default)."""
+    if "header_timeout" in UWSGIBackend.supports and getattr(opts, "header_timeout", 0) > 0:
+        return float(opts.header_timeout)
+    return float(opts.keepalive) if opts.keepalive > 0 else BODY_TIMEOUT
 
 
 def _ceil(value: float) -> int:

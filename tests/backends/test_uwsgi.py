@@ -102,6 +102,50 @@ def test_unread_chunked_body_never_becomes_a_request(serve: Serve) -> None:
         assert conn.read_extra(0.3) == b""
 
 
+def test_chunked_body_is_parsed_strictly(serve: Serve) -> None:
+    """The entry file reads a chunked body's raw bytes itself (RFC 9112 7.1): broken framing is
+    refused with 400 and the connection closed, whatever uWSGI's own lax reader would have taken;
+    an extension is ignored, trailers are read."""
+    server = serve(contract_args("uwsgi"))
+    hidden = b"GET /environ?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    broken = {
+        "size zz": b"zz\r\nhello\r\n0\r\n\r\n",  # uWSGI: strtoul("zz") is 0, an empty body
+        "size 0x5": b"0x5\r\nhello\r\n0\r\n\r\n",  # uWSGI: strtoul takes the 0x
+        "data past its size": b"5\r\nhelloXX\r\n0\r\n\r\n",  # uWSGI: skips XX, answers "hello"
+        "size '5 '": b"5 \r\nhello\r\n0\r\n\r\n",
+        "bare LF": b"5\nhello\n0\n\n",
+        "17 hex digits": b"1" + b"0" * 16 + b"\r\nhello\r\n0\r\n\r\n",
+    }
+    for what, body in broken.items():
+        with Connection(server.address, timeout=10) as conn:
+            conn.send_raw(head + body + hidden)
+            resp = conn.read_response()
+            assert resp.status == 400, f"{what}: {resp.describe()}"
+            assert resp.header("Connection") == "close", f"{what}: {resp.describe()}"
+            assert conn.read_extra(1.0) == b"" and conn.server_closed, what
+    with Connection(server.address, timeout=10) as conn:
+        conn.send_raw(head + b"5;name=value\r\nhello\r\n6 ; a=\"b\"\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        resp = conn.read_response()
+        assert (resp.status, resp.body) == (200, b"hello world"), resp.describe()
+        follow = conn.request("GET", "/")  # the connection is kept and parsed right after the body
+        assert (follow.status, follow.body) == (200, b"hello"), follow.describe()
+
+
+def test_chunked_body_in_pieces_is_read(serve: Serve) -> None:
+    """A chunked body that arrives in small packets (lines and data split) is read whole."""
+    server = serve(contract_args("uwsgi"))
+    body = b"4\r\nabcd\r\n3;x=y\r\nefg\r\n0\r\n\r\n"
+    with Connection(server.address, timeout=10) as conn:
+        conn.send_raw(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(body), 3):
+            time.sleep(0.02)
+            conn.send_raw(body[i:i + 3])
+        resp = conn.read_response()
+        assert (resp.status, resp.body) == (200, b"abcdefg"), resp.describe()
+        assert conn.request("GET", "/").status == 200
+
+
 def test_conflicting_length_and_chunked_is_refused(serve: Serve) -> None:
     server = serve(contract_args("uwsgi"))
     with Connection(server.address, timeout=10) as conn:
