@@ -23,6 +23,7 @@ then a file included into the generated httpd.conf before its first <VirtualHost
 :func:`strict_config`; mod_wsgi-express's --include-file comes after the virtual hosts, where
 Apache no longer applies the request limits)::
 
+        LoadModule launcher_hygiene_module PATH    the launcher's own module (below, backends/apache)
         LimitRequestLine / LimitRequestFields / LimitRequestFieldSize   --limit-request-*
         RequestReadTimeout handshake=S header=S body=S,MinRate=500      --header-timeout
         AcceptFilter http none          (the kernel held silent connections out of the timeout's reach)
@@ -30,13 +31,33 @@ Apache no longer applies the request limits)::
         SetEnvIfNoCase NAMES . LAUNCHER_BAD_HEADER=1    a '_' name posing as a standard header
         ThreadsPerChild / ServerLimit / StartServers ...   --connections, else 256 Apache threads
 
-The entry file refuses (400 or 505, Connection: close, which makes Apache close the connection)
-what Apache takes but the launcher's rules do not: absolute-form targets, versions other than
-HTTP/1.0 and 1.1, Transfer-Encoding in HTTP/1.0, the posing header names marked above (mod_wsgi
-leaves them out of environ); and it answers every chunked request with Connection: close.  What
-it cannot see stays served: Content-Length with Transfer-Encoding (Apache drops the Content-Length
-while reading the head, frames by the chunks and closes), obsolete line folding (unfolded first),
-a chunk size with a trailing space.
+Request hygiene (a malformed or ambiguous request is answered 400 and its connection closed, so
+nothing sent behind it reaches the app), in three layers, each measured with raw sockets
+(tests/reliability/corpus.py, tests/backends/test_mod_wsgi.py):
+
+* Apache itself, with HttpProtocolOptions Strict: the request line's syntax, header names that are
+  tokens, control characters and bare CR/LF in the head, a missing or malformed Host, the three
+  LimitRequest* limits, Content-Length digits, a Transfer-Encoding whose last coding is not
+  chunked (or chunked twice), a chunk size that is not hex or overflows, chunk data not followed
+  by CRLF: 400 (414 for the request line, 501 for chunked twice) with Connection: close; an error
+  in the head also drops whatever the connection had buffered behind it.
+* The launcher's Apache module, mod_launcher_hygiene (backends/apache/mod_launcher_hygiene.c, built
+  with apxs into the virtualenv by .ci/install-native.sh, else into the per-user cache at the first
+  start; the backend refuses to start when it can be neither found nor built).  Apache's core
+  unfolds and merges header lines, and drops Content-Length when Transfer-Encoding is present,
+  before any other module or the app can see them; the module is a connection input filter that
+  sees the raw lines first and refuses obsolete line folding (``X-Folded: a CRLF SP b``), a head
+  with both Content-Length and Transfer-Encoding (in either order, however the value is spaced
+  or folded), and a chunk-size line that is not ``1*HEXDIG *( BWS ";" BWS token [ BWS "=" BWS
+  value ] ) CRLF`` (``5 `` with a trailing space: Apache reads it as 5), extensions still served.
+  In the head, core turns its refusal into a 400 and closes, as for its own errors; in a chunked
+  body the module answers the 400 itself (as Apache's chunk parser does for its own errors), and
+  keeps mod_wsgi's 500 for the failed read from being appended; the app has already been called
+  there (mod_wsgi sends the environ before the body) and gets an OSError from ``wsgi.input``.
+* The entry file, for what Apache takes and the app could see: absolute-form targets, versions
+  other than HTTP/1.0 and 1.1, Transfer-Encoding in HTTP/1.0, the posing header names marked above
+  (mod_wsgi leaves them out of environ), each answered 400 or 505 with Connection: close (which
+  makes Apache close the connection); and every chunked request is answered with Connection: close.
 
 ``-o NAME=VALUE`` reaches any other ``setup-server`` option by its own name (``-o
 compress-responses=true``, ``-o server-mpm=worker``), checked against its ``--help``; the options
@@ -136,6 +157,8 @@ DEFAULT_PROCESSES = 2
 FRONT_THREADS = 256
 #: Attempts at a free port when --bind asked for port 0 and another program took it first.
 PORT_ATTEMPTS = 3
+#: The launcher's own Apache module (backends/apache/mod_launcher_hygiene.c), as LoadModule names it.
+HYGIENE_MODULE = "launcher_hygiene_module"
 #: Users Apache's children run as when serve is started as root without --user, in order.
 FALLBACK_USERS = ("www-data", "nobody")
 
@@ -358,9 +381,9 @@ class ModWSGIBackend(ProgramBackend):
                 argv.append(f"--{name}={value}")
         return argv
 
-    def _write_limits(self, opts: ServeOptions) -> None:
+    def _write_limits(self, opts: ServeOptions, hygiene: str) -> None:
         with open(os.path.join(self._workdir, "limits.conf"), "w", encoding="utf-8") as fh:
-            fh.write(strict_config(opts))
+            fh.write(strict_config(opts, hygiene))
 
     def _include_limits(self, root: str) -> None:
         """Include limits.conf before the first <VirtualHost> of the generated httpd.conf.
@@ -398,8 +421,9 @@ class ModWSGIBackend(ProgramBackend):
                 if not opts.user:
                     logger.info("mod_wsgi: Apache runs the app as user %s (serve was started as root without"
                                 " --user)", name)
+            hygiene = hygiene_module()
             entry = self.write_entry(opts, "mod_wsgi", token, filename="app.wsgi")
-            self._write_limits(opts)
+            self._write_limits(opts, hygiene)
             processes, threads = self.sizes(opts)
             if not (opts.is_set("workers") and opts.is_set("threads")):
                 logger.info("mod_wsgi: %d processes x %d threads", processes, threads)
@@ -481,10 +505,25 @@ def _posing_names() -> str:
     return "^(" + "|".join(names) + ")$"
 
 
-def strict_config(opts: ServeOptions) -> str:
+def hygiene_module() -> str:
+    """The path of the launcher's Apache module (built on first use, see backends/apache), or a
+    one-line :class:`ServerError`: Apache without it would take what the launcher refuses."""
+    from backends.apache import BuildError, module_path
+
+    try:
+        return module_path()
+    except BuildError as exc:
+        raise ServerError(f"mod_wsgi: cannot build the launcher's Apache module (mod_launcher_hygiene), which"
+                          f" refuses the requests Apache's parser lets through: {exc}") from None
+
+
+def strict_config(opts: ServeOptions, hygiene: str) -> str:
     """Apache directives for the launcher's request limits and rules (included before the virtual
     hosts, see :meth:`ModWSGIBackend._include_limits`).
 
+    ``hygiene`` is the path of the launcher's module (:func:`hygiene_module`), loaded by its absolute
+    path: it refuses obsolete line folding, Content-Length with Transfer-Encoding and a malformed
+    chunk-size line (the module docstring says how).
     HttpProtocolOptions Strict Require1.0 refuses HTTP/0.9 and Apache's lax head syntax; mod_setenvif
     marks a header name with '_' posing as a standard one (``Content_Length``, ``X_Forwarded_For``:
     mod_wsgi leaves them out of environ, so the entry file could not see them), and the entry file
@@ -498,6 +537,7 @@ def strict_config(opts: ServeOptions) -> str:
             f"LimitRequestFields {opts.limit_request_fields}\n"
             f"LimitRequestFieldSize {opts.limit_request_field_size}\n"
             "HttpProtocolOptions Strict Require1.0 LenientMethods\n"
+            f"LoadModule {HYGIENE_MODULE} '{hygiene}'\n"
             # Linux's TCP_DEFER_ACCEPT (Apache's default) holds a connection that sends nothing in the
             # kernel, out of reach of RequestReadTimeout: a silent connection stayed open 10 s and more.
             "AcceptFilter http none\n"
