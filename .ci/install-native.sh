@@ -4,6 +4,8 @@
 #   uwsgi:    the pyuwsgi wheel (uWSGI as a Python extension, no compiler); without a wheel for this
 #             platform, a source build when a C compiler and the Python headers are there.
 #   mod_wsgi: needs apache2-dev (apxs).  --no-binary: a cached wheel may be built for another Python.
+#             Then the launcher's own Apache module (backends/apache), built with the same apxs into
+#             the virtualenv; without it the backend builds it at first start, or refuses to start.
 set -uo pipefail
 py="$1"
 
@@ -22,4 +24,8 @@ elif [ -x /usr/bin/apxs ]; then
     || echo "notice: mod_wsgi did not build (see /tmp/mod_wsgi-install.log); the mod_wsgi backend is left out"
 else
   echo "notice: apache2-dev is not installed; the mod_wsgi backend is left out"
+fi
+if [ -x /usr/bin/apxs ] && "$py" -c 'import mod_wsgi' 2>/dev/null; then
+  "$py" -m backends.apache >/tmp/mod_launcher_hygiene-build.log 2>&1 \
+    || echo "notice: the launcher's Apache module did not build (see /tmp/mod_launcher_hygiene-build.log); the mod_wsgi backend will try again when it starts"
 fi
