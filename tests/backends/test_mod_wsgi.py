@@ -14,16 +14,20 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pwd
+import secrets
 import signal
 import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support import (
+    Connection,
     ServeProcess,
+    connect,
     contract_args,
     descendants,
     http_request,
@@ -104,6 +108,163 @@ def test_forwarded_headers_change_nothing_without_proxy_headers(mounted: ServePr
     assert data["wsgi.url_scheme"] == "http"
     assert data["cgi"]["REMOTE_ADDR"] == "127.0.0.1"
     assert data["cgi"]["HTTP_HOST"].startswith("127.0.0.1:")
+
+
+# -- the launcher's Apache module: what Apache's own parser takes -------------------------------
+#
+# Each refusal is checked against a request hidden behind it: ``GET /close?token=T``, which the
+# contract app answers by leaving a marker that ``/closed?token=T`` reports.  Without the module
+# Apache serves these (unfolding, framing by the chunks, reading chunk size '5 ' as 5).
+
+HIDDEN = b"GET /close?token=%s HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+def _exchange(address: Any, payload: bytes, wait: float = 5.0) -> tuple[list[int], bool, bytes]:
+    """Send ``payload`` on a fresh connection; (statuses, closed by the server, bytes received)."""
+    from tests.reliability.corpus import parse_statuses
+
+    sock = connect(address, timeout=wait)
+    data = b""
+    closed = False
+    try:
+        sock.sendall(payload)
+        while True:
+            try:
+                got = sock.recv(65536)
+            except TimeoutError:
+                break
+            except OSError:  # reset
+                closed = True
+                break
+            if not got:
+                closed = True
+                break
+            data += got
+    finally:
+        sock.close()
+    return parse_statuses(data), closed, data
+
+
+def _assert_refused(address: Any, build: Callable[[bytes], bytes]) -> None:
+    token = secrets.token_hex(8)
+    statuses, closed, data = _exchange(address, build(token.encode()) + HIDDEN % token.encode())
+    assert statuses == [400], data[:600]
+    assert closed, "the connection was left open after the 400"
+    assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.") == 1, data[:2000]
+    time.sleep(0.3)  # the marker is written when the hidden request's response is closed
+    assert http_request(address, "GET", f"/closed?token={token}").body == b"no", "the hidden request reached the app"
+
+
+def _head(extra: bytes, method: bytes = b"GET", path: bytes = b"/") -> bytes:
+    return b"%s %s HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % (method, path, extra)
+
+
+def test_obsolete_line_folding_is_refused_and_nothing_behind_it_is_read(mounted: ServeProcess) -> None:
+    _assert_refused(mounted.address, lambda tok: _head(b"X-Folded: a\r\n b\r\n"))
+    _assert_refused(mounted.address, lambda tok: _head(b"X-Folded: a\r\n\tb\r\nX-After: c\r\n"))
+
+
+@pytest.mark.parametrize("fields", [
+    b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+    b"content-length: 5\r\nTRANSFER-ENCODING: chunked\r\n",
+    b"Transfer-Encoding:  chunked\r\nContent-Length: 5\r\n",
+    b"Content-Length: 5\r\nTransfer-Encoding:\r\n chunked\r\n",
+], ids=["cl_te", "te_cl", "case", "te_two_spaces", "te_folded"])
+def test_content_length_with_transfer_encoding_is_refused(mounted: ServeProcess, fields: bytes) -> None:
+    _assert_refused(mounted.address, lambda tok: _head(fields, b"POST") + b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("chunks", [
+    b"5 \r\nhello\r\n0\r\n\r\n",
+    b"5\t\r\nhello\r\n0\r\n\r\n",
+    b"5;\r\nhello\r\n0\r\n\r\n",
+    b"5;a b\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\n0 \r\n\r\n",
+    b"5\nhello\r\n0\r\n\r\n",
+    b"5\r\nhelloXX\r\n0\r\n\r\n",
+], ids=["trailing_space", "trailing_tab", "empty_extension", "space_in_extension", "last_chunk_space", "bare_lf",
+        "data_too_long"])
+def test_a_malformed_chunk_line_is_refused(mounted: ServeProcess, chunks: bytes) -> None:
+    _assert_refused(mounted.address, lambda tok: _head(b"Transfer-Encoding: chunked\r\n", b"POST") + chunks)
+
+
+@pytest.mark.parametrize(("chunks", "body"), [
+    (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+    (b"5;name=value\r\nhello\r\n0\r\n\r\n", b"hello"),
+    (b'5 ; a = "q\\"x" ;b;c=d\r\nhello\r\n0;last\r\n\r\n', b"hello"),
+    (b"a\r\n0123456789\r\n0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n", b"0123456789"),
+    (b"00005\r\nhello\r\n000\r\n\r\n", b"hello"),
+    (b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (30000, b"a" * 30000, 45000, b"b" * 45000), b"a" * 30000 + b"b" * 45000),
+], ids=["two_chunks", "extension", "extensions_bws_quoted", "trailers", "leading_zeros", "large"])
+def test_chunked_bodies_are_still_served(mounted: ServeProcess, chunks: bytes, body: bytes) -> None:
+    statuses, _, data = _exchange(mounted.address, _head(b"Transfer-Encoding: chunked\r\n", b"POST", b"/echo")
+                                  + chunks)
+    assert statuses == [200], data[:600]
+    assert data.endswith(b"\r\n\r\n" + body) and b"X-Echo-Length: %d\r\n" % len(body) in data, data[:600]
+
+
+def test_content_length_bodies_keep_alive_and_pipelining_still_work(mounted: ServeProcess) -> None:
+    with Connection(mounted.address) as conn:
+        first = conn.request("POST", "/echo", body=b"hello")
+        assert (first.status, first.body, first.will_close) == (200, b"hello", False), first.describe()
+        second = conn.request("GET", "/")  # the same connection, kept alive
+        assert (second.status, second.body) == (200, b"hello"), second.describe()
+        conn.send_raw(b"".join(conn.build_request("POST" if i == 1 else "GET", "/echo" if i == 1 else "/",
+                                                  body=b"x" * 3 if i == 1 else None) for i in range(3)))
+        pipelined = [conn.read_response() for _ in range(3)]
+        assert [(r.status, r.body) for r in pipelined] == [(200, b"hello"), (200, b"xxx"), (200, b"hello")], pipelined
+        assert conn.request("GET", "/").status == 200
+    # a folded line behind them is still refused on a connection that served requests before it
+    statuses, closed, data = _exchange(mounted.address, _head(b"") + _head(b"X-Folded: a\r\n b\r\n") + _head(b""))
+    assert statuses == [200, 400] and closed, data[:2000]
+
+
+def test_the_module_is_built_once_into_the_per_user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No module in the virtualenv: serve builds it into the cache, once, atomically (two servers
+    may start at the same moment), and takes the cached file next time."""
+    import backends.apache as apache
+
+    if apache.find_apxs() is None:
+        pytest.skip("no apxs")
+    monkeypatch.setattr(apache, "installed_path", lambda: str(tmp_path / "venv" / apache.file_name()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expected = tmp_path / "cache" / "wsgi-launcher" / "apache" / apache.file_name()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: apache.module_path(), range(2)))
+    assert paths == [str(expected)] * 2
+    assert expected.read_bytes()[:4] == b"\x7fELF"
+    assert os.listdir(expected.parent) == [expected.name], "a build directory was left behind"
+    built = expected.stat().st_mtime_ns
+    assert apache.module_path() == str(expected) and expected.stat().st_mtime_ns == built  # not built again
+
+
+def test_no_module_and_no_apxs_refuses_to_start_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backends.apache as apache
+    from backends.mod_wsgi import hygiene_module
+    from launcher.errors import ServerError
+
+    monkeypatch.setattr(apache, "installed_path", lambda: str(tmp_path / "venv" / apache.file_name()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(apache, "find_apxs", lambda: None)
+    with pytest.raises(ServerError, match=r"cannot build the launcher's Apache module .*apxs \(apache2-dev\) is not"
+                                          r" installed") as info:
+        hygiene_module()
+    assert "\n" not in str(info.value)
+
+
+def test_a_failed_build_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backends.apache as apache
+
+    fake = tmp_path / "apxs"
+    fake.write_text("#!/bin/sh\necho 'compiling...' >&2\necho 'mod_launcher_hygiene.c:1: error: no compiler' >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(apache, "find_apxs", lambda: str(fake))
+    target = tmp_path / "cache" / "m.so"
+    with pytest.raises(apache.BuildError, match=r"apxs -c failed: mod_launcher_hygiene.c:1: error: no compiler$"):
+        apache.build(str(target))
+    assert not target.exists() and os.listdir(target.parent) == []
 
 
 # -- stopping ---------------------------------------------------------------------------------
@@ -335,8 +496,9 @@ def test_strict_config(tmp_path: Path) -> None:
         "backend": "mod_wsgi", "limit_request_line": 2000, "limit_request_fields": 30,
         "limit_request_field_size": 1000, "header_timeout": 2.5,
     }, env={}, use_file=False)
-    conf = strict_config(opts)
-    for line in ("LimitRequestLine 2000", "LimitRequestFields 30", "LimitRequestFieldSize 1000",
+    conf = strict_config(opts, "/x/mod_launcher_hygiene-0123.so")
+    for line in ("LoadModule launcher_hygiene_module '/x/mod_launcher_hygiene-0123.so'",
+                 "LimitRequestLine 2000", "LimitRequestFields 30", "LimitRequestFieldSize 1000",
                  "HttpProtocolOptions Strict Require1.0", "AcceptFilter http none",
                  "RequestReadTimeout handshake=3 header=3 body=3,MinRate=500", "StartServers 4",
                  "MaxRequestWorkers 256"):
@@ -348,7 +510,8 @@ def test_strict_config(tmp_path: Path) -> None:
         assert not names.match(fine), fine
 
     sized = resolve("tests.contract.app:app", cli={"backend": "mod_wsgi", "connections": 100}, env={}, use_file=False)
-    assert "ThreadsPerChild 64" in strict_config(sized) and "MaxRequestWorkers 128" in strict_config(sized)
+    conf = strict_config(sized, "/x/m.so")
+    assert "ThreadsPerChild 64" in conf and "MaxRequestWorkers 128" in conf
 
     backend = ModWSGIBackend()
     backend._workdir = str(tmp_path)
