@@ -24,6 +24,7 @@ The command line built (common option -> uWSGI option)::
     --buffer-size 32768         request heads up to 32 KiB (uWSGI's 4 KiB drops big cookies silently)
     --max-vars F+64             --limit-request-fields (uWSGI drops fields past it instead of refusing)
     (entry file)                --limit-request-line / -fields / -field-size: 414 / 431
+    (entry file)                --header-timeout: a thread in each worker, see HeadTimer
     --hook-master-start "unix_signal:15 gracefully_kill_them_all"   (and :2, see below)
     --wsgi-file ENTRY.py        a generated entry file, see below
 
@@ -37,10 +38,15 @@ leaves it out.  Two keys are the backend's own: ``protocol`` (``http`` or ``uwsg
 each worker: uWSGI's ``--mount /prefix=app --manage-script-name`` was considered for --root-path,
 but it answers 404 outside the prefix where every other backend leaves a path a front server
 already stripped alone, so the shared RootPath keeps them all identical.  Not mapped, so refused
-before start when set: --connections (uWSGI has no connection limit: one connection per thread)
-and --header-timeout (uWSGI's one socket timeout is already --keepalive's, and it is per read: a
-head trickled faster is never cut).  A head bigger than --buffer-size is dropped by uWSGI without
-an answer (closed).
+before start when set: --connections (uWSGI has no connection limit: one connection per thread).
+--header-timeout is the entry file's (:class:`HeadTimer`): uWSGI 2.0's one socket timeout is
+--keepalive's, and it is per read, so a head trickled faster was never cut (2.0.30 has no
+``--http-headers-timeout``; only the 2.1 HTTP router has one).  A thread in each worker shuts down
+a connection whose head has not arrived whole in time: a new connection's from when it is first
+seen, a kept-alive one's from the first byte of its next request (TCP_INFO's byte count), so idle
+keep-alive still lasts --keepalive.  A chunked body may pause --header-timeout between reads (the
+entry file reads it); a Content-Length body is read by uWSGI, which waits --keepalive per read.
+A head bigger than --buffer-size is dropped by uWSGI without an answer (closed).
 
 uWSGI's HTTP parser takes almost any head; the entry file refuses (400, 414, 431 or 505 with
 Connection: close, and the connection shut down so nothing behind it is parsed) what environ still
@@ -821,7 +827,8 @@ def child_app(config_path: str) -> WSGIApp:
 
     adapted = Adapter(app, config["token"], config["mode"], opts.limit_request_body, Limits.from_options(opts),
                       threads=opts.threads, body_timeout=_body_timeout(opts))
-    adapted.connections = StopWatch(status_dir, keepalive=config["mode"] == "http11").start()
+    head_timeout = opts.header_timeout if config["mode"] != "mod_wsgi" else 0.0  # Apache has its own
+    adapted.connections = StopWatch(status_dir, keepalive=config["mode"] == "http11", head_timeout=head_timeout).start()
     try:
         with open(os.path.join(status_dir, f"loaded.{os.getpid()}"), "w"):
             pass
@@ -1120,14 +1127,18 @@ class StopWatch:
     --keepalive seconds with one idle client, and past --graceful-timeout it would count as cut off.
     So each thread's connection is recorded when a request begins and marked idle by uWSGI's
     ``after_req_hook``; on stop the idle ones are shut down, the busy ones right after their response.
+    The same records tell the :class:`HeadTimer` (--header-timeout) which connections wait for a head.
     """
 
-    def __init__(self, status_dir: str, *, keepalive: bool) -> None:
+    def __init__(self, status_dir: str, *, keepalive: bool, head_timeout: float = 0.0) -> None:
         self.path = os.path.join(status_dir, "stopping")
         self.keepalive = keepalive
+        self.head_timeout = head_timeout
+        #: connections are recorded (keep-alive connections to close on stop, or the head timer's)
+        self.track = keepalive or head_timeout > 0
         self.lock = threading.Lock()
         self.stopping = False
-        #: thread ident -> [fd, socket inode, busy]
+        #: thread ident -> [fd, socket inode, busy, requests begun on that connection]
         self.connections: dict[int, list[int]] = {}
         self.previous_hook: Any = None
         #: requests running in this process (written to busy.PID while draining, for the cut-off count)
@@ -1139,16 +1150,18 @@ class StopWatch:
             self.running += delta
 
     def start(self) -> StopWatch:
-        if self.keepalive:
+        if self.track:
             import uwsgi
 
             self.previous_hook = getattr(uwsgi, "after_req_hook", None)
             uwsgi.after_req_hook = self.after_request
         threading.Thread(target=self._watch, name="launcher-stopwatch", daemon=True).start()
+        if self.head_timeout > 0:
+            HeadTimer(self, self.head_timeout).start()
         return self
 
     def begin(self) -> None:
-        if not self.keepalive:
+        if not self.track:
             return
         try:
             import uwsgi
@@ -1159,7 +1172,9 @@ class StopWatch:
             return
         ident = threading.get_ident()
         with self.lock:
-            self.connections[ident] = [fd, inode, 1]
+            entry = self.connections.get(ident)
+            begun = entry[3] + 1 if entry is not None and entry[1] == inode else 1
+            self.connections[ident] = [fd, inode, 1, begun]
 
     def after_request(self) -> None:
         try:
@@ -1182,7 +1197,7 @@ class StopWatch:
         draining.set()
         with self.lock:
             self.stopping = True
-            idle = [(fd, inode) for fd, inode, busy in self.connections.values() if not busy]
+            idle = [(fd, inode) for fd, inode, busy, _ in self.connections.values() if not busy]
         for fd, inode in idle:
             _shutdown_fd(fd, inode)
         written = -1
@@ -1197,6 +1212,164 @@ class StopWatch:
                 except OSError:
                     return
             time.sleep(STOP_POLL)
+
+
+class HeadTimer:
+    """--header-timeout in a uWSGI process: a connection whose request head has not arrived whole
+    within the timeout is shut down (uWSGI then reads the end and closes it).
+
+    uWSGI 2.0 reads a head with one poll per read (``--socket-timeout``), so a head trickled a byte
+    at a time never times out, and no Python code runs before the head is complete.  So a thread
+    looks at the process's sockets every quarter second (``/proc/self/fd``): a client connection of
+    one of the listening sockets (its local address is a listener's) that no request is running on
+    is waiting for a head.  A new connection's head is due ``timeout`` seconds after it was first
+    seen; on a kept-alive connection (a request already ended there) from the first byte of the next
+    request (the kernel's ``tcpi_bytes_received`` grew): until then --keepalive governs it.  Unix
+    socket connections have no such count: only their first head is timed.
+    """
+
+    def __init__(self, watch: StopWatch, timeout: float) -> None:
+        self.watch = watch
+        self.timeout = timeout
+        self.every = min(0.25, timeout / 4)
+        #: local addresses of the listening sockets
+        self.listeners: set[Any] = set()
+        #: inodes of sockets that are no client connection (listeners, uWSGI's pipes, the app's own)
+        self.ignored: set[int] = set()
+        #: inode -> [kind ("tcp"/"unix"), requests begun, head due since (None: not started), bytes seen]
+        self.heads: dict[int, list[Any]] = {}
+
+    def start(self) -> HeadTimer:
+        for fd, _ in _sockets():
+            sock = _socket_of(fd)
+            if sock is None:
+                continue
+            try:
+                if sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
+                    self.listeners.add(sock.getsockname())
+            except OSError:
+                pass
+            finally:
+                sock.close()
+        if self.listeners:
+            threading.Thread(target=self._run, name="launcher-head-timer", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            try:
+                self.tick(time.monotonic())
+            except Exception:  # never let the timer die of one odd socket
+                logger.debug("head timer", exc_info=True)
+
+    def tick(self, now: float) -> None:
+        with self.watch.lock:
+            states = {inode: (busy, begun) for _, inode, busy, begun in self.watch.connections.values()}
+        alive: set[int] = set()
+        for fd, inode in _sockets():
+            alive.add(inode)
+            if inode in self.ignored:
+                continue
+            busy, begun = states.get(inode, (0, 0))
+            if busy:
+                self.heads.pop(inode, None)
+                continue
+            head = self.heads.get(inode)
+            if head is None or head[1] != begun:
+                kind = head[0] if head is not None else self._classify(fd)
+                if kind is None:
+                    self.ignored.add(inode)
+                    continue
+                if begun:  # kept alive after a request: the next head starts with its first byte
+                    head = [kind, begun, None, _bytes_received(fd) if kind == "tcp" else None]
+                else:
+                    head = [kind, begun, now, None]
+                self.heads[inode] = head
+            if head[2] is None:
+                received = _bytes_received(fd) if head[0] == "tcp" else None
+                if received is None or head[3] is None or received == head[3]:
+                    continue
+                head[2] = now
+            if now - head[2] >= self.timeout:
+                del self.heads[inode]
+                logger.debug("closing a connection: no complete request head within %gs", self.timeout)
+                _shutdown_fd(fd, inode)
+        for inode in set(self.heads) - alive:
+            del self.heads[inode]
+        self.ignored &= alive
+
+    def _classify(self, fd: int) -> str | None:
+        """"tcp" or "unix" for a client connection of one of the listening sockets, else None."""
+        import socket
+
+        sock = _socket_of(fd)
+        if sock is None:
+            return None
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
+                return None
+            if sock.getsockname() not in self.listeners:
+                return None
+            sock.getpeername()  # connected
+            return "unix" if sock.family == socket.AF_UNIX else "tcp"
+        except OSError:
+            return None
+        finally:
+            sock.close()
+
+
+_SOL_SOCKET = 1
+_SO_ACCEPTCONN = 30
+#: ``struct tcp_info``'s size and the offset of ``tcpi_bytes_received`` (Linux 4.1+)
+_TCP_INFO_SIZE = 232
+_BYTES_RECEIVED_AT = 128
+
+
+def _sockets() -> list[tuple[int, int]]:
+    """(fd, inode) of every socket this process holds."""
+    found = []
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return []
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.append((int(name), int(target[8:-1])))
+    return found
+
+
+def _socket_of(fd: int) -> Any:
+    import socket
+
+    try:
+        return socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+
+
+def _bytes_received(fd: int) -> int | None:
+    """The bytes a TCP connection received so far (TCP_INFO), or None."""
+    import socket
+    import struct
+
+    sock = _socket_of(fd)
+    if sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if len(info) < _BYTES_RECEIVED_AT + 8:
+        return None
+    value: int = struct.unpack_from("<Q", info, _BYTES_RECEIVED_AT)[0]
+    return value
 
 
 def _shutdown_fd(fd: int, inode: int) -> None:
@@ -1822,8 +1995,8 @@ class UWSGIBackend(ProgramBackend):
     distribution = "pyuwsgi"
     # 2.0.26 fixed the termination race of --need-app with --lazy-apps, the mode used here.
     min_version = "2.0.26"
-    supports = frozenset({"threads", "timeout", "keepalive", "limit_request_body", "limit_request_line",
-                          "limit_request_fields", "limit_request_field_size"})
+    supports = frozenset({"threads", "timeout", "keepalive", "header_timeout", "limit_request_body",
+                          "limit_request_line", "limit_request_fields", "limit_request_field_size"})
     program = "uWSGI"
     graceful_signal = signal.SIGTERM  # gracefully_kill_them_all, through the master-start hook
     death_signal = signal.SIGKILL  # the workers leave within a second of their master
