@@ -19,8 +19,9 @@
  *     and buffered bytes (nothing behind it is read as a request);
  *   - while HTTP_IN reads a chunked body, the handler reading it only sees a failed read (mod_wsgi
  *     answers 500).  So the filter answers 400 itself, as HTTP_IN does for its own chunk errors (an
- *     error bucket through the request's output filters: ap_die), flushes it, and marks the
- *     connection aborted so that nothing else (mod_wsgi's 500 page) is appended; it is closed.
+ *     error bucket through the request's output filters: ap_die), flushes it, and drops the data
+ *     of anything the request writes after it (mod_wsgi's 500 page would be appended to the 400's
+ *     body); Apache closes the connection (lingering close, as for its own errors).
  * Only bytes consumed (AP_MODE_GETLINE / AP_MODE_READBYTES) move the parser; speculative reads
  * only peek.
  */
@@ -39,10 +40,12 @@
 module AP_MODULE_DECLARE_DATA launcher_hygiene_module;
 
 #define FILTER_NAME "LAUNCHER_HYGIENE_IN"
+#define OUT_FILTER_NAME "LAUNCHER_HYGIENE_OUT"
 /* The longest header name compared ("transfer-encoding" is 17 bytes). */
 #define NAME_MAX_LEN 20
 
 static ap_filter_rec_t *hygiene_handle;
+static ap_filter_rec_t *hygiene_out_handle;
 
 typedef enum {
     S_IDLE,            /* not in a head nor a chunked body: bytes pass unseen */
@@ -83,6 +86,7 @@ typedef struct {
     int digits;                /* significant hex digits of the chunk size */
     const char *why;           /* the refusal, for the log */
     request_rec *r;            /* the request whose chunked body is read, while it lives */
+    int drop_output;           /* our 400 was sent: what else the request writes is dropped */
 } hygiene_ctx;
 
 static int is_tchar(unsigned char c)
@@ -330,11 +334,31 @@ static void answer_400(hygiene_ctx *ctx, conn_rec *c)
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
     ap_pass_brigade(r->output_filters, bb);
     /* The handler reading the body sees the failed read and answers too (mod_wsgi: 500), after
-     * this response: write this one out, then drop whatever else the connection is given. */
+     * this response: write this one out, then drop the data of whatever else the request writes
+     * (hygiene_out).  The connection is not marked aborted: Apache still closes it the lingering
+     * way, so a client still sending the body reads the 400 rather than a reset. */
     apr_brigade_cleanup(bb);
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
     ap_pass_brigade(c->output_filters, bb);
-    c->aborted = 1;
+    ctx->drop_output = 1;
+}
+
+/* The connection's output: passed as it is, except after answer_400, when only metadata (EOS,
+ * FLUSH, the end-of-request bucket) goes on. */
+static apr_status_t hygiene_out(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    hygiene_ctx *ctx = f->ctx;
+    apr_bucket *e, *next;
+
+    if (ctx->drop_output) {
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb); e = next) {
+            next = APR_BUCKET_NEXT(e);
+            if (!APR_BUCKET_IS_METADATA(e)) {
+                apr_bucket_delete(e);
+            }
+        }
+    }
+    return ap_pass_brigade(f->next, bb);
 }
 
 static apr_status_t hygiene_in(ap_filter_t *f, apr_bucket_brigade *bb, ap_input_mode_t mode,
@@ -387,7 +411,7 @@ static int hygiene_pre_connection(conn_rec *c, void *csd)
 {
     hygiene_ctx *ctx;
 
-#if AP_MODULE_MAGIC_AT_LEAST(20120211, 37)
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 52)
     if (c->master) {  /* an HTTP/2 stream: not read by core's HTTP/1 parser */
         return DECLINED;
     }
@@ -396,6 +420,7 @@ static int hygiene_pre_connection(conn_rec *c, void *csd)
     ctx->state = S_IDLE;
     ap_set_module_config(c->conn_config, &launcher_hygiene_module, ctx);
     ap_add_input_filter_handle(hygiene_handle, ctx, NULL, c);
+    ap_add_output_filter_handle(hygiene_out_handle, ctx, NULL, c);
     return DECLINED;
 }
 
@@ -429,6 +454,7 @@ static int hygiene_post_read_request(request_rec *r)
 static void register_hooks(apr_pool_t *p)
 {
     hygiene_handle = ap_register_input_filter(FILTER_NAME, hygiene_in, NULL, AP_FTYPE_CONNECTION);
+    hygiene_out_handle = ap_register_output_filter(OUT_FILTER_NAME, hygiene_out, NULL, AP_FTYPE_CONNECTION);
     ap_hook_pre_connection(hygiene_pre_connection, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_pre_read_request(hygiene_pre_read_request, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(hygiene_post_read_request, NULL, NULL, APR_HOOK_FIRST);
