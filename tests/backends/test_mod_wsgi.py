@@ -189,6 +189,23 @@ def test_a_malformed_chunk_line_is_refused(mounted: ServeProcess, chunks: bytes)
     _assert_refused(mounted.address, lambda tok: _head(b"Transfer-Encoding: chunked\r\n", b"POST") + chunks)
 
 
+def test_a_client_still_sending_the_body_reads_the_400(mounted: ServeProcess) -> None:
+    """Apache closes a refused chunked request the lingering way (reading what still comes), so a
+    client that keeps sending its body is not reset and reads the 400."""
+    sock = connect(mounted.address, timeout=10)
+    try:
+        sock.sendall(_head(b"Transfer-Encoding: chunked\r\n", b"POST") + b"5 \r\nhello\r\n")
+        for _ in range(100):  # 1.6 MB more, long after the refusal
+            sock.sendall(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+        data = b""
+        while got := sock.recv(65536):
+            data += got
+    finally:
+        sock.close()
+    assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.") == 1, data[:2000]
+    assert data.rstrip().endswith(b"</html>") and data.count(b"<html>") == 1, data[-1000:]
+
+
 @pytest.mark.parametrize(("chunks", "body"), [
     (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
     (b"5;name=value\r\nhello\r\n0\r\n\r\n", b"hello"),
