@@ -84,6 +84,7 @@ typedef struct {
     int saw_encoding;          /* Transfer-Encoding in this head */
     apr_off_t remaining;       /* chunk data still to come */
     int digits;                /* significant hex digits of the chunk size */
+    int bws;                   /* spaces and tabs in a row before ";" */
     const char *why;           /* the refusal, for the log */
     request_rec *r;            /* the request whose chunked body is read, while it lives */
     int drop_output;           /* our 400 was sent: what else the request writes is dropped */
@@ -220,13 +221,16 @@ static apr_status_t feed(hygiene_ctx *ctx, const unsigned char *p, apr_size_t le
             }
             else if (c == '\r') ctx->state = S_SIZE_LF;
             else if (c == ';') ctx->state = S_EXT_NAME_START;
-            else if (c == ' ' || c == '\t') ctx->state = S_BWS_SEMI;
+            else if (c == ' ' || c == '\t') ctx->state = S_BWS_SEMI, ctx->bws = 1;
             else return refuse(ctx, "a chunk-size line with a character that is not a hex digit");
             break;
         case S_BWS_SEMI:
             if (c == ';') ctx->state = S_EXT_NAME_START;
             else if (c != ' ' && c != '\t') {
                 return refuse(ctx, "a chunk-size line with white space not followed by an extension");
+            }
+            else if (++ctx->bws > 10) {  /* Apache's own limit (it answers 400 too, less cleanly) */
+                return refuse(ctx, "more than 10 spaces before a chunk extension");
             }
             break;
         case S_EXT_NAME_START:
@@ -255,7 +259,7 @@ static apr_status_t feed(hygiene_ctx *ctx, const unsigned char *p, apr_size_t le
             if (is_tchar(c)) break;
             if (c == '\r') ctx->state = S_SIZE_LF;
             else if (c == ';') ctx->state = S_EXT_NAME_START;
-            else if (c == ' ' || c == '\t') ctx->state = S_BWS_SEMI;
+            else if (c == ' ' || c == '\t') ctx->state = S_BWS_SEMI, ctx->bws = 1;
             else return refuse(ctx, "a chunk extension value with a character outside a token");
             break;
         case S_EXT_QUOTED:
