@@ -150,7 +150,8 @@ def _assert_refused(address: Any, build: Callable[[bytes], bytes]) -> None:
     statuses, closed, data = _exchange(address, build(token.encode()) + HIDDEN % token.encode())
     assert statuses == [400], data[:600]
     assert closed, "the connection was left open after the 400"
-    assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.") == 1, data[:2000]
+    # one response: not Apache's own chunk-error 400 with mod_wsgi's 500 page appended to its body
+    assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.") == 1 and data.count(b"<html>") == 1, data
     time.sleep(0.3)  # the marker is written when the hidden request's response is closed
     assert http_request(address, "GET", f"/closed?token={token}").body == b"no", "the hidden request reached the app"
 
@@ -183,8 +184,10 @@ def test_content_length_with_transfer_encoding_is_refused(mounted: ServeProcess,
     b"5\r\nhello\r\n0 \r\n\r\n",
     b"5\nhello\r\n0\r\n\r\n",
     b"5\r\nhelloXX\r\n0\r\n\r\n",
+    b"5" + b" " * 11 + b";a\r\nhello\r\n0\r\n\r\n",
+    b"5;a=\"b\x01\"\r\nhello\r\n0\r\n\r\n",
 ], ids=["trailing_space", "trailing_tab", "empty_extension", "space_in_extension", "last_chunk_space", "bare_lf",
-        "data_too_long"])
+        "data_too_long", "eleven_spaces", "control_in_extension"])
 def test_a_malformed_chunk_line_is_refused(mounted: ServeProcess, chunks: bytes) -> None:
     _assert_refused(mounted.address, lambda tok: _head(b"Transfer-Encoding: chunked\r\n", b"POST") + chunks)
 
