@@ -56,20 +56,7 @@ UWSGI: dict[str, str] = {
     "silent_connection": _not_honoured("header-timeout", "uWSGI closed a silent connection after 1 s (--keepalive)"),
 }
 
-APACHE = "Apache (mod_wsgi-express)"
-MOD_WSGI = {
-    "cl_te": f"{APACHE} frames Content-Length + Transfer-Encoding: chunked by the chunks and closes the connection "
-             "(RFC 9112 6.1 allows it, nothing behind it reaches the app) instead of the launcher's 400: Apache "
-             "removes Content-Length while it reads the head, before any module (mod_setenvif) or the app sees it",
-    "te_cl": "as cl_te, with the headers in the other order",
-    "te_leading_space_cl": "as cl_te (Transfer-Encoding:  chunked with Content-Length)",
-    "te_obs_fold_cl": "as cl_te: Apache unfolds 'Transfer-Encoding:\\r\\n chunked' and frames by the chunks",
-    "chunk_size_space": f"{APACHE} takes chunk size '5 ' (trailing space) and serves the request; the entry file "
-                        "answers every chunked request with Connection: close, so the request behind it no longer "
-                        "reaches the app, but the chunk line is not refused (the app cannot see it)",
-    "obs_fold": _served_hidden("obs_fold", APACHE) + " (HttpProtocolOptions Strict does not refuse folding, and "
-                "Apache unfolds the value before mod_setenvif or the app could see it)",
-}
+MOD_WSGI: dict[str, str] = {}
 
 KNOWN: dict[str, dict[str, str]] = {
     "gunicorn": GUNICORN,
