@@ -199,6 +199,73 @@ def test_header_timeout_spares_an_idle_keepalive_connection(serve: Serve) -> Non
     assert took is not None and took <= 2.5, f"a trickled second head closed after {took}"
 
 
+def _read_all(sock: socket.socket, wait: float = 1.0) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes (True) or is quiet for ``wait`` seconds (False)."""
+    sock.settimeout(wait)
+    data = b""
+    try:
+        while True:
+            got = sock.recv(65536)
+            if not got:
+                return data, True
+            data += got
+    except TimeoutError:
+        return data, False
+    except OSError:
+        return data, True
+
+
+def test_pipelined_requests_are_served_in_order(serve: Serve) -> None:
+    """uWSGI drops requests pipelined behind another (it closes the connection when bytes remain
+    after a request); the entry file serves them, bodies included, and hands the connection back."""
+    server = serve(contract_args("uwsgi"))
+    host = b"Host: x\r\n"
+    pipelined = (b"GET / HTTP/1.1\r\n" + host + b"\r\n"
+                 b"GET /environ?second=1 HTTP/1.1\r\n" + host + b"\r\n"
+                 b"POST /echo HTTP/1.1\r\n" + host + b"Content-Length: 5\r\n\r\nhello"
+                 b"POST /echo HTTP/1.1\r\n" + host + b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\n"
+                 b"HEAD / HTTP/1.1\r\n" + host + b"\r\n")
+    with Connection(server.address, timeout=10) as conn:
+        conn.send_raw(pipelined)
+        first = conn.read_response()
+        second = conn.read_response()
+        third = conn.read_response()
+        fourth = conn.read_response()
+        fifth = conn.read_response("HEAD")
+        assert (first.status, first.body) == (200, b"hello"), first.describe()
+        assert second.json()["cgi"]["QUERY_STRING"] == "second=1", second.describe()
+        assert (third.status, third.body) == (200, b"hello"), third.describe()
+        assert (fourth.status, fourth.body) == (200, b"abc"), fourth.describe()
+        assert fifth.status == 200 and fifth.header("Content-Length") == "5", fifth.describe()
+        assert conn.read_extra(0.3) == b""
+        after = conn.request("GET", "/environ?after=1")  # uWSGI reads the connection again
+        assert after.json()["cgi"]["QUERY_STRING"] == "after=1", after.describe()
+
+
+def test_pipelined_heads_are_checked_strictly(serve: Serve) -> None:
+    """A pipelined head is parsed from its raw bytes by the launcher's rules: an underscore look-alike
+    (which uWSGI folds into the real name) or a bare LF is refused with 400 and the connection
+    closed, so the request behind it never reaches the app.  After a request that carried a field an
+    underscore look-alike could have made (X-Forwarded-For here), nothing pipelined is served."""
+    server = serve(contract_args("uwsgi"))
+    host = b"Host: x\r\n"
+    hidden = b"GET /environ?smuggled=1 HTTP/1.1\r\n" + host + b"\r\n"
+    for bad in (b"GET / HTTP/1.1\r\n" + host + b"X_Forwarded_For: 6.6.6.6\r\n\r\n",
+                b"GET / HTTP/1.1\r\n" + host + b"X-A: a\nX-B: b\r\n\r\n",
+                b"GET / HTTP/1.1\r\n" + host + b"Content_Length: 5\r\n\r\n"):
+        sock = socket.create_connection((server.address["host"], int(server.address["port"])), timeout=10)
+        with sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n" + host + b"\r\n" + bad + hidden)
+            data, closed = _read_all(sock)
+        assert data.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 400 Bad Request" in data, (bad, data)
+        assert b"smuggled" not in data and data.count(b"HTTP/1.1 ") == 2 and closed, (bad, data)
+    sock = socket.create_connection((server.address["host"], int(server.address["port"])), timeout=10)
+    with sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n" + host + b"X-Forwarded-For: 1.2.3.4\r\n\r\n" + hidden)
+        data, closed = _read_all(sock)
+    assert data.count(b"HTTP/1.1 ") == 1 and closed, data
+
+
 def test_conflicting_length_and_chunked_is_refused(serve: Serve) -> None:
     server = serve(contract_args("uwsgi"))
     with Connection(server.address, timeout=10) as conn:
