@@ -2025,29 +2025,38 @@ def _early_bytes(threads: int) -> bytes | None:
     at the offset :func:`_remains_offset` found; only when it is not 0 are the bytes copied out
     through ``uwsgi_proto_base_read_body()``."""
     cached = getattr(_THREAD, "cached", None)
-    import ctypes
-
     if cached is None:
-        functions = _raw_functions()
-        stream = RawStream.open(threads, BODY_TIMEOUT)
-        offset = _remains_offset(functions[2]) if functions is not None else None
-        import uwsgi
-
-        cached = _THREAD.cached = (
-            (stream.request, stream.read_body, uwsgi.connection_fd, offset) if stream and offset else ())
+        cached = _THREAD.cached = _early_setup(threads)
     if not cached:
         return None
-    request, read_body, connection_fd, offset = cached
-    if ctypes.c_int.from_address(request).value != connection_fd():
+    request, connection_fd, fd_at, remains_at, offset = cached
+    if fd_at(request).value != connection_fd():
         stream = RawStream.open(threads, BODY_TIMEOUT)  # another request of this thread (async modes)
         if stream is None:
             return None
         request = stream.request
-    if ctypes.c_ssize_t.from_address(request + offset).value <= 0:
+    if remains_at(request + offset).value <= 0:
         return None
+    import ctypes
+
+    functions = _raw_functions()
     buffer = RawStream.thread_buffer()
-    got = read_body(request, buffer, RawStream.SIZE)
+    got = functions[2](request, buffer, RawStream.SIZE)
     return ctypes.string_at(buffer, got) if got > 0 else None
+
+
+def _early_setup(threads: int) -> tuple[Any, ...]:
+    """What :func:`_early_bytes` needs in this thread, looked up once: () when it cannot work."""
+    import ctypes
+
+    import uwsgi
+
+    functions = _raw_functions()
+    stream = RawStream.open(threads, BODY_TIMEOUT)
+    offset = _remains_offset(functions[2]) if functions is not None else None
+    if stream is None or not offset:
+        return ()
+    return stream.request, uwsgi.connection_fd, ctypes.c_int.from_address, ctypes.c_ssize_t.from_address, offset
 
 
 _REMAINS_OFFSET: list[int | None] = []
