@@ -40,8 +40,9 @@ but it answers 404 outside the prefix where every other backend leaves a path a 
 already stripped alone, so the shared RootPath keeps them all identical.  Not mapped, so refused
 before start when set: --connections (uWSGI has no connection limit: one connection per thread).
 --header-timeout is the entry file's (:class:`HeadTimer`): uWSGI 2.0's one socket timeout is
---keepalive's, and it is per read, so a head trickled faster was never cut (2.0.30 has no
-``--http-headers-timeout``; only the 2.1 HTTP router has one).  A thread in each worker shuts down
+--keepalive's, and it is per read, so a head trickled faster was never cut (pyuwsgi 2.0.30's
+``uwsgi --help`` lists no ``--http-headers-timeout``: newer uWSGI source has one, for its HTTP
+router, ``--http``, only).  A thread in each worker shuts down
 a connection whose head has not arrived whole in time: a new connection's from when it is first
 seen, a kept-alive one's from the first byte of its next request (TCP_INFO's byte count), so idle
 keep-alive still lasts --keepalive.  A chunked body may pause --header-timeout between reads (the
