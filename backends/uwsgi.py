@@ -1237,7 +1237,7 @@ class HeadTimer:
     uWSGI 2.0 reads a head with one poll per read (``--socket-timeout``), so a head trickled a byte
     at a time never times out, and no Python code runs before the head is complete.  So a thread
     looks at the process's sockets every quarter second (``/proc/self/fd``): a client connection of
-    one of the listening sockets (its local address is a listener's) that no request is running on
+    one of the listening sockets (its local port, or unix path, is a listener's) that no request is running on
     is waiting for a head.  A new connection's head is due ``timeout`` seconds after it was first
     seen; on a kept-alive connection (a request already ended there) from the first byte of the next
     request (the kernel's ``tcpi_bytes_received`` grew): until then --keepalive governs it.  Unix
@@ -1248,7 +1248,7 @@ class HeadTimer:
         self.watch = watch
         self.timeout = timeout
         self.every = min(0.25, timeout / 4)
-        #: local addresses of the listening sockets
+        #: the listening sockets' (family, port), or unix path (:func:`_local_key`)
         self.listeners: set[Any] = set()
         #: inodes of sockets that are no client connection (listeners, uWSGI's pipes, the app's own)
         self.ignored: set[int] = set()
@@ -1262,7 +1262,7 @@ class HeadTimer:
                 continue
             try:
                 if sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
-                    self.listeners.add(sock.getsockname())
+                    self.listeners.add(_local_key(sock))
             except OSError:
                 pass
             finally:
@@ -1325,7 +1325,7 @@ class HeadTimer:
         try:
             if sock.type != socket.SOCK_STREAM or sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN):
                 return None
-            if sock.getsockname() not in self.listeners:
+            if _local_key(sock) not in self.listeners:
                 return None
             sock.getpeername()  # connected
             return "unix" if sock.family == socket.AF_UNIX else "tcp"
@@ -1340,6 +1340,13 @@ _SO_ACCEPTCONN = 30
 #: ``struct tcp_info``'s size and the offset of ``tcpi_bytes_received`` (Linux 4.1+)
 _TCP_INFO_SIZE = 232
 _BYTES_RECEIVED_AT = 128
+
+
+def _local_key(sock: Any) -> Any:
+    """What a listening socket and the connections it accepted share: (family, port) for TCP (a
+    listener on 0.0.0.0 or :: has another local address than its connections), the path for unix."""
+    name = sock.getsockname()
+    return (sock.family, name[1]) if isinstance(name, tuple) else name
 
 
 def _sockets() -> list[tuple[int, int]]:

@@ -266,6 +266,21 @@ def test_pipelined_heads_are_checked_strictly(serve: Serve) -> None:
     assert data.count(b"HTTP/1.1 ") == 1 and closed, data
 
 
+def test_head_timer_knows_connections_of_a_wildcard_listener() -> None:
+    """A listener on 0.0.0.0 has another local address than the connections it accepts (127.0.0.1):
+    the head timer matches them by family and port."""
+    from backends.uwsgi import _local_key
+
+    with socket.socket() as listener:
+        listener.bind(("0.0.0.0", 0))
+        listener.listen()
+        with socket.create_connection(("127.0.0.1", listener.getsockname()[1])) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert _local_key(accepted) == _local_key(listener)
+                assert _local_key(client) != _local_key(listener)
+
+
 def test_conflicting_length_and_chunked_is_refused(serve: Serve) -> None:
     server = serve(contract_args("uwsgi"))
     with Connection(server.address, timeout=10) as conn:
