@@ -213,18 +213,20 @@ class Backend:
         """Close idle connections and make :meth:`serve` return (called from the drain thread)."""
 
 
-def set_on_signals(event: threading.Event, signals: Iterable[int]) -> None:
-    """Chain the current handlers of ``signals`` so that ``event`` is set first, then the handler
-    that was there runs as before (signals whose handler is not a Python callable are left alone)."""
+def set_on_signals(event: threading.Event | Callable[[], object], signals: Iterable[int]) -> None:
+    """Chain the current handlers of ``signals`` so that ``event`` is set (or, given a function,
+    it is called) first, then the handler that was there runs as before (signals whose handler is
+    not a Python callable are left alone)."""
     import signal
 
+    action = event.set if isinstance(event, threading.Event) else event
     for sig in signals:
         previous = signal.getsignal(sig)
         if not callable(previous):
             continue
 
         def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
-            event.set()
+            action()
             previous(signum, frame)
 
         signal.signal(sig, handler)

@@ -5,8 +5,8 @@ Mapped (common option -> gunicorn setting): --workers -> workers (gunicorn's arb
 -> graceful_timeout, --keepalive -> keepalive, --max-requests -> max_requests, --backlog -> backlog,
 --limit-request-line/-fields/-field-size -> limit_request_line/_fields/_field_size (values
 gunicorn's parser would clamp are refused), --limit-request-body ->
-``launcher.middleware.BodyLimit`` around the app in each worker, --header-timeout -> the head
-timer and body read timeout below, --log-level -> loglevel (--log-format json puts
+``launcher.middleware.BodyLimit`` around the app in each worker (requests that have a body),
+--header-timeout -> the head timer and body read timeout below, --log-level -> loglevel (--log-format json puts
 gunicorn's own lines in the launcher's JSON).  gunicorn's timeouts are whole seconds, so a
 fractional one is rounded up (the arbiter's own stop deadline uses the exact --graceful-timeout).
 --timeout keeps gunicorn's meaning: a worker that has not reported for that long is killed and
@@ -29,13 +29,17 @@ Traps handled, and why:
 * Request hygiene.  gunicorn drops header names with ``_`` (``header_map='drop'``): a
   ``Content_Length`` frames no body and the body is read as the next request (a hidden request
   reaches the app).  Each worker installs a ``gunicorn.http.message.Request`` subclass as
-  ``RequestParser.mesg_class`` whose parse() first reads the raw head and runs
-  ``launcher.hygiene.check_raw_head`` on it (look-alikes, absolute-form, no Host, TE in HTTP/1.0...),
-  raising one of gunicorn's client errors: 400 (501) with ``Connection: close``, and closed.  The
-  head must arrive within --header-timeout (a socket timeout per read under a total deadline,
-  gthread's wait for a new connection's first bytes cut to it), and the body's reads get it as
-  their socket timeout (a stalled body fails the read instead of holding the worker).  gunicorn's
-  gevent_pywsgi worker uses gevent.pywsgi's parser, not gunicorn's: none of this applies to it.
+  ``RequestParser.mesg_class``: every read of the head goes through its ``read_into``, which keeps
+  the bytes, and once gunicorn's parser has found the end of the head, ``parse()`` runs
+  ``launcher.hygiene.check_raw_head`` on them exactly as they arrived (look-alikes, absolute-form,
+  no Host, TE in HTTP/1.0...), raising one of gunicorn's client errors: 400 (501) with
+  ``Connection: close``, and closed.  The head must arrive within --header-timeout (the first read
+  waits at most that long, each later one what is left; gthread's wait for a new connection's first
+  bytes is cut to it), and the body's reads get it as their timeout (a stalled body fails the read
+  instead of holding the worker).  On the blocking sockets of the sync and gthread workers the
+  kernel times the reads (SO_RCVTIMEO, set once a connection): a Python socket timeout makes
+  CPython poll() before every recv and send.  gunicorn's gevent_pywsgi worker uses gevent.pywsgi's
+  parser, not gunicorn's: none of this applies to it.
 
 * Sockets.  The launcher binds; gunicorn gets ``bind = ["fd://N"]`` with a dup of each listener,
   because gunicorn closes the fd it is given.  It would also unlink unix socket paths on exit: the
@@ -92,6 +96,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -510,6 +515,8 @@ class _Runtime:
         self.ready_pids: set[int] = set()
         self.announced = False
         self.load_error: LauncherError | None = None
+        #: the app's request counter (made in load(): in each worker, or in the arbiter with preload)
+        self.counter: _Counter | None = None
         #: systemd's NOTIFY_SOCKET, hidden from gunicorn's start() (put back right after it)
         self.notify_socket: str | None = None
         #: gunicorn made its listeners from the fd:// duplicates (and closed those numbers)
@@ -584,9 +591,8 @@ class _Runtime:
             except LauncherError as exc:
                 self._report_load_error(exc)
                 sys.exit(APP_LOAD_ERROR)  # the arbiter halts instead of respawning forever
-        from launcher.middleware import BodyLimit
-
-        return _Counter(self).wrap(BodyLimit.wrap(app, self.opts.limit_request_body))
+        self.counter = _Counter(self)
+        return self.counter.wrap(app, self.opts.limit_request_body)
 
     def _report_load_error(self, exc: LauncherError) -> None:
         import json
@@ -610,7 +616,7 @@ class _Runtime:
         # The arbiter drains on the first SIGINT; a worker must not quit mid-request when Ctrl-C
         # reaches the whole process group (gunicorn's worker treats SIGINT as "quit now").
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _drain_on_stop()
+        _drain_on_stop(self.counter)
         ggevent = sys.modules.get("gunicorn.workers.ggevent")
         if ggevent is not None and isinstance(worker, ggevent.GeventWorker):
             _stop_accepting_promptly(worker)
@@ -631,12 +637,17 @@ def _install_hygiene(header_timeout: float) -> None:
 
 
 def _hygiene_request(header_timeout: float) -> type[Any]:
-    """A gunicorn Request whose parse() first reads the whole raw head (within --header-timeout)
-    and runs :func:`launcher.hygiene.check_raw_head` on it, before gunicorn's parser normalises
-    anything away (``header_map='drop'`` drops ``Content_Length``, which would frame no body and
-    serve the body as the next request).  A refused head raises one of gunicorn's client errors:
-    the worker answers 400 (501) with ``Connection: close`` and closes.  gunicorn enforces the
-    line and field limits itself.  Bodies are then read with --header-timeout as the socket
+    """A gunicorn Request that runs :func:`launcher.hygiene.check_raw_head` on the raw head, the
+    bytes exactly as they were read, once gunicorn's parser has found where the head ends and before
+    the request goes any further (``header_map='drop'`` drops ``Content_Length``, which would frame
+    no body and serve the body as the next request).  A refused head raises one of gunicorn's client
+    errors: the worker answers 400 (501) with ``Connection: close`` and closes, and nothing behind
+    it is parsed.  gunicorn enforces the line and field limits itself.
+
+    Every read of the head goes through :meth:`read_into`, which keeps what it read (gunicorn's
+    parser reads and splits the head once; reading it ahead and handing it back cost ~7 us a
+    request) and holds the head to --header-timeout: the first read waits at most that long, each
+    later one only what is left of it.  Bodies are then read with --header-timeout as the socket
     timeout, so a stalled body ends the request instead of holding the worker."""
 
     from gunicorn.http import errors
@@ -645,6 +656,7 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
     from launcher.hygiene import Limits, check_raw_head, is_common_head
 
     limits = Limits(0, 0, 0)  # gunicorn's parser applies --limit-request-line/-fields/-field-size
+    expired = "request head not received within --header-timeout"
 
     class Refused(errors.InvalidHeader):  # type: ignore[misc]
         def __init__(self, reason: str) -> None:
@@ -658,33 +670,41 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
         pass
 
     class HygieneRequest(Request):  # type: ignore[misc]
+        #: the socket whose reads of this head are timed (None: not timed), and their deadline
+        _launcher_sock: Any = None
+        _launcher_deadline = 0.0
+        #: whether the kernel times this socket's reads (SO_RCVTIMEO), not Python's socket timeout
+        _launcher_kernel = False
+        #: whether a later read of the head shortened the timeout (put back once the head is in)
+        _launcher_shortened = False
+        #: every piece of data read while gunicorn parses the head (None: not kept)
+        _launcher_read: list[bytes] | None = None
+
         def parse(self, unreader: Any) -> Any:
             if self.cfg.proxy_protocol != "off" and self.req_number == 1:
                 return super().parse(unreader)  # the PROXY line first: gunicorn's parser only
             sock: Any = getattr(unreader, "sock", None)
-            timed = header_timeout > 0 and sock is not None and hasattr(sock, "settimeout")
-            deadline = time.monotonic() + header_timeout
-            buf = bytearray()
-            cap = self.max_buffer_headers + self.limit_request_line + 4
-            try:
-                while True:
-                    if timed:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise StopIteration("request head not received within --header-timeout")
-                        if buf or sock.gettimeout() != header_timeout:
-                            sock.settimeout(remaining)  # each settimeout is a system call: skip it when set
-                    self.read_into(unreader, buf, stop=not buf)
-                    end = buf.find(b"\r\n\r\n", 2)  # one CRLF may come before the request line
-                    if end >= 0:
-                        end += 4
-                        break
-                    if buf.count(b"\n") != buf.count(b"\r\n") or len(buf) > cap:
-                        end = len(buf)  # a bare LF (refused below) or too long (gunicorn refuses)
-                        break
-            except TimeoutError:
-                raise StopIteration("request head not received within --header-timeout") from None
-            head = bytes(buf[2:end] if buf[:2] == b"\r\n" else buf[:end])
+            if header_timeout > 0 and sock is not None and hasattr(sock, "settimeout"):
+                self._launcher_sock = sock
+                if type(sock).__module__ == "socket":  # the stdlib's socket (not gevent's, nor SSL's)
+                    # A blocking socket (sync, gthread): the kernel times its reads, set once a
+                    # connection.  A Python socket timeout would make CPython poll() before every
+                    # recv and send, and gthread switches the socket back to blocking for each
+                    # request, so it cost a settimeout and two polls a request (~4 us).
+                    self._launcher_kernel = True
+                    if not getattr(unreader, "_launcher_rcvtimeo", False):
+                        _receive_timeout(sock, header_timeout)
+                        unreader._launcher_rcvtimeo = True
+                elif sock.gettimeout() != header_timeout:
+                    sock.settimeout(header_timeout)  # gevent's sockets: a timeout of their own
+            read: list[bytes] = []
+            self._launcher_read = read
+            rest = super().parse(unreader)
+            self._launcher_read = None
+            data = read[0] if len(read) == 1 else b"".join(read)
+            begin = 2 if data[:2] == b"\r\n" else 0  # one CRLF may come before the request line
+            end = data.find(b"\r\n\r\n", begin)
+            head = data[begin:end + 4] if end >= 0 else data[begin:]
             # One C-level match accepts the common head; anything else gets the full check.
             rejection = None if is_common_head(head, limits) else check_raw_head(head, limits)
             if rejection is not None:
@@ -692,23 +712,68 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
                 if rejection.status == 501:
                     raise NotImplementedCoding(rejection.reason)
                 raise Refused(rejection.reason)
-            unreader.unread(bytes(buf))
-            if timed and sock.gettimeout() != header_timeout:
-                sock.settimeout(header_timeout)  # the body's reads
-            return super().parse(unreader)
+            if self._launcher_shortened:
+                self._launch_timeout(header_timeout)  # the body's reads, and the next head's first
+            return rest
+
+        def _launch_timeout(self, seconds: float) -> None:
+            if self._launcher_kernel:
+                _receive_timeout(self._launcher_sock, seconds)
+            else:
+                self._launcher_sock.settimeout(seconds)
+
+        def read_into(self, unreader: Any, buf: bytearray, stop: bool = False) -> None:
+            # gunicorn's own, plus the head timer and keeping what was read.
+            if self._launcher_sock is not None:
+                if self._launcher_deadline:  # a later read of this head: only what is left
+                    remaining = self._launcher_deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise StopIteration(expired)
+                    self._launch_timeout(remaining)
+                    self._launcher_shortened = True
+                else:  # the first read already waits at most --header-timeout
+                    self._launcher_deadline = time.monotonic() + header_timeout
+            try:
+                data = unreader.read()
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO ran out
+                raise StopIteration(expired) from None
+            if not data:
+                if stop:
+                    raise StopIteration()
+                raise errors.NoMoreData(bytes(buf))
+            buf.extend(data)
+            read = self._launcher_read
+            if read is not None:
+                read.append(data)
 
     return HygieneRequest
 
 
-def _drain_on_stop() -> None:
-    """Set the launcher's ``draining`` flag in this worker as soon as its stop begins, so
-    --health-path answers 503 from then on (the arbiter tells each worker with SIGTERM, or SIGQUIT
-    for a quick stop): chain gunicorn's own handlers, which ``init_signals`` installed before
-    ``post_worker_init``."""
+def _receive_timeout(sock: Any, seconds: float) -> None:
+    """SO_RCVTIMEO: a blocking read of ``sock`` fails (EAGAIN) after ``seconds``."""
+    import struct
+
+    whole = int(seconds)
+    micro = int((seconds - whole) * 1_000_000)
+    if not whole and not micro:
+        micro = 1  # zero would mean "no timeout"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, micro))
+
+
+def _drain_on_stop(counter: _Counter | None) -> None:
+    """As soon as this worker's stop begins (the arbiter tells each worker with SIGTERM, or SIGQUIT
+    for a quick stop): set the launcher's ``draining`` flag, so --health-path answers 503 from then
+    on, and have the counter keep the worker's slot up to date.  gunicorn's own handlers, which
+    ``init_signals`` installed before ``post_worker_init``, run after."""
     from backends.base import set_on_signals
     from launcher.drain import draining
 
-    set_on_signals(draining, (signal.SIGTERM, signal.SIGQUIT))
+    def stopping() -> None:
+        draining.set()
+        if counter is not None:
+            counter.start_publishing()
+
+    set_on_signals(stopping, (signal.SIGTERM, signal.SIGQUIT))
     # As gunicorn's init_signals: the stop must not interrupt system calls of running requests.
     signal.siginterrupt(signal.SIGTERM, False)
 
@@ -743,58 +808,78 @@ def _stop_accepting_promptly(worker: Any) -> None:
 
 
 class _Counter:
-    """One worker's running requests, published in its slot for the arbiter to read.
+    """One worker's running requests, left in its slot for the arbiter to read once it is gone.
 
-    A request counts from the call until its response iterable is closed.  One ended by an
-    exception that is not an ``Exception`` (GreenletExit, SystemExit: the worker is being stopped)
-    stays counted, as it was cut off.
+    A request counts from the call until its response iterable is closed (two C-level steps, as
+    :class:`launcher.drain.InFlight` counts).  One ended by an exception that is not an
+    ``Exception`` (GreenletExit, SystemExit: the worker is being stopped) stays counted, as it was
+    cut off; so does one whose thread died with the process.  The slot is written only once the
+    worker is told to stop (:meth:`publish`, from its SIGTERM/SIGQUIT handler), and from then on at
+    every begin and end, under a lock: it holds the running requests whenever the worker exits or is
+    killed.  Writing it at every request, as before, cost ~1.5 us a request.
+
+    ``--limit-request-body`` (:class:`launcher.middleware.BodyLimit`) is applied here too, and only
+    to a request that has a body (Content-Length or Transfer-Encoding: gunicorn frames no other
+    body), so a GET pays nothing for it.
     """
 
     def __init__(self, runtime: _Runtime) -> None:
+        from launcher.drain import InFlight
+
         self.runtime = runtime
-        self.lock = threading.Lock()
-        self.active = 0
+        self.inflight = InFlight()
+        self.end = self.inflight.end
+        self.lock = threading.RLock()  # re-entered when the stop signal lands inside publish()
+        #: whether every begin and end writes the slot (once the worker is stopping)
+        self.publishing = False
 
-    def add(self, delta: int) -> None:
+    def publish(self) -> None:
         with self.lock:
-            self.active += delta
-            self.runtime.write_slot(self.runtime.slot, self.active)
+            self.runtime.write_slot(self.runtime.slot, self.inflight.active)
 
-    def wrap(self, app: WSGIApp) -> WSGIApp:
-        add = self.add
+    def start_publishing(self) -> None:
+        self.publishing = True
+        self.publish()
+
+    def wrap(self, app: WSGIApp, body_limit: int = 0) -> WSGIApp:
+        from launcher.middleware import BodyLimit
+
+        begin, end = self.inflight.begin, self.inflight.end
+        limited = BodyLimit.wrap(app, body_limit)
+        counter = self
 
         def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            add(1)
+            begin()
+            if counter.publishing:
+                counter.publish()
             try:
-                result = app(environ, start_response)
+                if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+                    result = limited(environ, start_response)
+                else:
+                    result = app(environ, start_response)
             except Exception:
-                add(-1)
+                end()
+                if counter.publishing:
+                    counter.publish()
                 raise
             if hasattr(result, "__len__"):
-                return _SizedCounted(result, add)
-            return _Counted(result, add)
+                return _SizedCounted(result, counter)
+            return _Counted(result, counter)
 
         counted.__wrapped__ = app  # type: ignore[attr-defined]
         return counted
 
 
 class _Counted:
-    __slots__ = ("_result", "_add", "_open", "_cut")
+    __slots__ = ("_result", "_counter", "_open")
 
-    def __init__(self, result: Iterable[bytes], add: Callable[[int], None]) -> None:
+    def __init__(self, result: Iterable[bytes], counter: _Counter) -> None:
         self._result = result
-        self._add = add
+        self._counter = counter
         self._open = True
-        self._cut = False
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
-            yield from self._result
-        except (Exception, GeneratorExit):
-            raise
-        except BaseException:
-            self._cut = True
-            raise
+        return iter(self._result)
 
     def close(self) -> None:
         if not self._open:
@@ -805,8 +890,14 @@ class _Counted:
             if close is not None:
                 close()
         finally:
-            if not self._cut:
-                self._add(-1)
+            # gunicorn closes the iterable in a ``finally``: while a GreenletExit or SystemExit
+            # passes through (the worker is being stopped), sys.exc_info() shows it: cut off.
+            error = sys.exc_info()[1]
+            if error is None or isinstance(error, Exception):
+                counter = self._counter
+                counter.end()
+                if counter.publishing:
+                    counter.publish()
 
 
 class _SizedCounted(_Counted):

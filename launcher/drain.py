@@ -32,9 +32,9 @@ class InFlight:
     def __init__(self) -> None:
         self._begun = itertools.count()
         self._ended = itertools.count()
-        #: one step each: a C method, no Python frame per request
-        self._begin = self._begun.__next__
-        self._end = self._ended.__next__
+        #: count a request begun / ended: one step each, a C method, no Python frame per request
+        self.begin: Callable[[], int] = self._begun.__next__
+        self.end: Callable[[], int] = self._ended.__next__
 
     @property
     def total(self) -> int:
@@ -45,12 +45,6 @@ class InFlight:
         ended = _value(self._ended)  # first: ``begun`` read after it is at least as large
         return _value(self._begun) - ended
 
-    def begin(self) -> None:
-        self._begin()
-
-    def end(self) -> None:
-        self._end()
-
     def wrap(self, app: WSGIApp, *, multiprocess: bool = False) -> WSGIApp:
         """Return ``app`` counted: begin on call, end when the response iterable is closed.
 
@@ -58,7 +52,7 @@ class InFlight:
         server inside it cannot know other processes serve the same socket (PEP 3333's
         wsgi.multiprocess).
         """
-        begin, end = self._begin, self._end
+        begin, end = self.begin, self.end
 
         def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             if multiprocess:
