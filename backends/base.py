@@ -127,6 +127,14 @@ class Backend:
         """Every common option this backend honours."""
         return LAUNCHER_OPTIONS | cls.supports
 
+    def request_counter(self) -> InFlight:
+        """What counts this server's requests in flight, for a backend that does not drain by
+        itself: by default :class:`launcher.drain.InFlight`, a wrapper around the app; a backend
+        whose server keeps that count already may return a subclass that reads it instead."""
+        from launcher.drain import InFlight
+
+        return InFlight()
+
     def sizing(self, opts: ServeOptions) -> str:
         """How this server runs the app, for the startup line ("2 workers, 4 threads")."""
         workers = f"{opts.workers} worker{'s' if opts.workers > 1 else ''}"

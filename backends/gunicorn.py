@@ -653,9 +653,10 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
     from gunicorn.http import errors
     from gunicorn.http.message import Request
 
-    from launcher.hygiene import Limits, check_raw_head, is_common_head
+    from launcher.hygiene import COMMON_HEAD, Limits, check_raw_head
 
     limits = Limits(0, 0, 0)  # gunicorn's parser applies --limit-request-line/-fields/-field-size
+    fullmatch = COMMON_HEAD.fullmatch  # with no limits of ours, the pattern alone is is_common_head
     expired = "request head not received within --header-timeout"
 
     class Refused(errors.InvalidHeader):  # type: ignore[misc]
@@ -706,7 +707,7 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
             end = data.find(b"\r\n\r\n", begin)
             head = data[begin:end + 4] if end >= 0 else data[begin:]
             # One C-level match accepts the common head; anything else gets the full check.
-            rejection = None if is_common_head(head, limits) else check_raw_head(head, limits)
+            rejection = None if fullmatch(head) is not None else check_raw_head(head, limits)
             if rejection is not None:
                 self.must_close = True
                 if rejection.status == 501:

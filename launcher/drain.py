@@ -38,12 +38,12 @@ class InFlight:
 
     @property
     def total(self) -> int:
-        return _value(self._begun)
+        return count_value(self._begun)
 
     @property
     def active(self) -> int:
-        ended = _value(self._ended)  # first: ``begun`` read after it is at least as large
-        return _value(self._begun) - ended
+        ended = count_value(self._ended)  # first: ``begun`` read after it is at least as large
+        return count_value(self._begun) - ended
 
     def wrap(self, app: WSGIApp, *, multiprocess: bool = False) -> WSGIApp:
         """Return ``app`` counted: begin on call, end when the response iterable is closed.
@@ -71,7 +71,7 @@ class InFlight:
         return counted
 
 
-def _value(counter: itertools.count[int]) -> int:
+def count_value(counter: itertools.count[int]) -> int:
     """The next value of ``counter`` (the number of steps taken), without taking a step."""
     return int(repr(counter)[6:-1])  # "count(N)"
 

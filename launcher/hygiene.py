@@ -322,6 +322,19 @@ _COMMON_RE = re.compile(
 )
 
 
+#: The common head's pattern: ``COMMON_HEAD.fullmatch(raw)`` is :func:`is_common_head` for a head
+#: no longer than :func:`quick_size` (a server's parser calls it inline: one C call, no frame).
+COMMON_HEAD = _COMMON_RE
+
+
+def quick_size(limits: Limits | None = None) -> int:
+    """The size up to which no head can break ``limits``' line, field-size or field-count limit
+    (a field line takes at least 4 bytes), so :data:`COMMON_HEAD` alone decides."""
+    limits = limits or _DEFAULT_LIMITS
+    bounds = [bound for bound in (limits.line, limits.field_size, 4 * limits.fields) if bound]
+    return min(bounds) if bounds else 1 << 62
+
+
 def is_common_head(raw: bytes, limits: Limits | None = None) -> bool:
     """True only if :func:`check_raw_head` accepts ``raw`` (False: ask it): one C-level match for
     the common head, when ``raw`` is too short to break any limit."""

@@ -142,9 +142,7 @@ def serve_here(
     else:
         wsgi = load_app(backend, opts, app, health=backend.drains_itself)
     if not backend.drains_itself:
-        from launcher.drain import InFlight
-
-        backend.inflight = InFlight()
+        backend.inflight = backend.request_counter()
         wsgi = backend.inflight.wrap(wsgi, multiprocess=multiprocess)
         if opts.max_requests:
             wsgi = _max_requests(wsgi, backend, opts)

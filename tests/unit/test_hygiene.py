@@ -128,3 +128,41 @@ def test_error_parts_match_error_response() -> None:
     status, headers, body = error_parts(Rejection(413, "too big"))
     assert status == "413 Content Too Large" and ("Connection", "close") in headers
     assert error_response(Rejection(413, "too big")).endswith(b"\r\n\r\n" + body)
+
+
+def _heads() -> list[bytes]:
+    """Every head of the reliability corpus and of the tables above, as raw bytes."""
+    from tests.reliability.corpus import ALL_PROBES
+
+    heads = []
+    for probe in ALL_PROBES:
+        raw = probe.build("tok")
+        end = raw.find(b"\r\n\r\n")
+        heads.append(raw[:end + 4] if end >= 0 else raw)
+    for line, fields in [(("GET", "/", "HTTP/1.1"), [("Host", "example")]),
+                         (("GET", "/a?b=c_d", "HTTP/1.0"), [("Host", "127.0.0.1:8000"), ("Accept", "*/*")]),
+                         (("GET", "/", "HTTP/1.1"), [("host", "x"), ("X-Custom_Thing", "v")]),
+                         (("GET", "/", "HTTP/1.1"), [("Host", "x")] + [(f"X-{i}", "v") for i in range(100)]),
+                         (("GET", "/", "HTTP/1.1"), [("Host", "x")] + [(f"X-{i}", "v") for i in range(99)])]:
+        head = " ".join(line) + "\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields) + "\r\n"
+        heads.append(head.encode("latin-1"))
+    return heads
+
+
+@pytest.mark.parametrize("limits", [Limits(), Limits(0, 0, 0), Limits(60, 3, 40)])
+def test_the_inline_common_head_match_agrees_with_the_full_check(limits: Limits) -> None:
+    """What servers call inline (COMMON_HEAD.fullmatch up to quick_size, is_common_head beyond it)
+    accepts only heads the full check accepts, and agrees with is_common_head."""
+    from launcher.hygiene import COMMON_HEAD, is_common_head, quick_size
+
+    quick = quick_size(limits)
+    accepted = 0
+    for head in _heads():
+        inline = COMMON_HEAD.fullmatch(head) is not None if len(head) <= quick else is_common_head(head, limits)
+        assert inline == is_common_head(head, limits), head
+        if inline:
+            accepted += 1
+            assert check_raw_head(head, limits) is None, head
+    if limits.fields != 3:
+        assert accepted >= 5, accepted  # the ordinary heads are accepted (the tiny limits refuse them)
+    assert len(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n") <= quick_size()  # wrk's: no limit check
