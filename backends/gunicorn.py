@@ -612,7 +612,7 @@ class _Runtime:
         }))
 
     def worker_ready(self, worker: Any) -> None:
-        _install_hygiene(self.opts.header_timeout)
+        _install_hygiene(self.opts.header_timeout, worker.cfg.proxy_protocol != "off")
         # The arbiter drains on the first SIGINT; a worker must not quit mid-request when Ctrl-C
         # reaches the whole process group (gunicorn's worker treats SIGINT as "quit now").
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -623,20 +623,20 @@ class _Runtime:
         self.send("ready")
 
 
-def _install_hygiene(header_timeout: float) -> None:
+def _install_hygiene(header_timeout: float, proxy_protocol: bool = False) -> None:
     """In this worker: gunicorn's HTTP/1 parser makes its requests with :class:`_hygiene_request`
     (the launcher's head check, head timer and body read timeout); gthread's wait for a new
     connection's first bytes is cut to --header-timeout."""
     from gunicorn.http.parser import RequestParser
 
-    RequestParser.mesg_class = _hygiene_request(header_timeout)
+    RequestParser.mesg_class = _hygiene_request(header_timeout, proxy_protocol)
     gthread = sys.modules.get("gunicorn.workers.gthread")
     if gthread is not None and header_timeout > 0:
         wait = min(gthread.DEFAULT_WORKER_DATA_TIMEOUT, header_timeout)
         gthread.DEFAULT_WORKER_DATA_TIMEOUT = wait  # type: ignore[attr-defined]
 
 
-def _hygiene_request(header_timeout: float) -> type[Any]:
+def _hygiene_request(header_timeout: float, proxy_protocol: bool = False) -> type[Any]:
     """A gunicorn Request that runs :func:`launcher.hygiene.check_raw_head` on the raw head, the
     bytes exactly as they were read, once gunicorn's parser has found where the head ends and before
     the request goes any further (``header_map='drop'`` drops ``Content_Length``, which would frame
@@ -682,20 +682,15 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
         _launcher_read: list[bytes] | None = None
 
         def parse(self, unreader: Any) -> Any:
-            if self.cfg.proxy_protocol != "off" and self.req_number == 1:
+            if proxy_protocol and self.req_number == 1:
                 return super().parse(unreader)  # the PROXY line first: gunicorn's parser only
-            sock: Any = getattr(unreader, "sock", None)
-            if header_timeout > 0 and sock is not None and hasattr(sock, "settimeout"):
-                self._launcher_sock = sock
-                if type(sock).__module__ == "socket":  # the stdlib's socket (not gevent's, nor SSL's)
-                    # A blocking socket (sync, gthread): the kernel times its reads, set once a
-                    # connection.  A Python socket timeout would make CPython poll() before every
-                    # recv and send, and gthread switches the socket back to blocking for each
-                    # request, so it cost a settimeout and two polls a request (~4 us).
+            timing = getattr(unreader, "_launcher_timing", None)
+            if timing is None:
+                timing = unreader._launcher_timing = _head_timing(unreader, header_timeout)
+            if timing:
+                sock = self._launcher_sock = unreader.sock
+                if timing is _KERNEL:
                     self._launcher_kernel = True
-                    if not getattr(unreader, "_launcher_rcvtimeo", False):
-                        _receive_timeout(sock, header_timeout)
-                        unreader._launcher_rcvtimeo = True
                 elif sock.gettimeout() != header_timeout:
                     sock.settimeout(header_timeout)  # gevent's sockets: a timeout of their own
             read: list[bytes] = []
@@ -748,6 +743,25 @@ def _hygiene_request(header_timeout: float) -> type[Any]:
                 read.append(data)
 
     return HygieneRequest
+
+
+_KERNEL, _PYTHON = "kernel", "python"
+
+
+def _head_timing(unreader: Any, header_timeout: float) -> str:
+    """How a connection's head and body reads are timed, decided at its first request: "" (not
+    timed), _KERNEL or _PYTHON.  A blocking stdlib socket (sync, gthread) is timed by the kernel,
+    SO_RCVTIMEO set here once: a Python socket timeout makes CPython poll() before every recv and
+    send, and gthread switches the socket back to blocking for each request, so it cost a
+    settimeout and two polls a request (~4 us).  gevent's sockets (and SSL's) keep their own
+    timeouts (settimeout)."""
+    sock: Any = getattr(unreader, "sock", None)
+    if header_timeout <= 0 or sock is None or not hasattr(sock, "settimeout"):
+        return ""
+    if type(sock).__module__ == "socket":  # the stdlib's socket (not gevent's, nor SSL's)
+        _receive_timeout(sock, header_timeout)
+        return _KERNEL
+    return _PYTHON
 
 
 def _receive_timeout(sock: Any, seconds: float) -> None:
