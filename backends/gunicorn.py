@@ -38,8 +38,9 @@ Traps handled, and why:
   bytes is cut to it), and the body's reads get it as their timeout (a stalled body fails the read
   instead of holding the worker).  On the blocking sockets of the sync and gthread workers the
   kernel times the reads (SO_RCVTIMEO, set once a connection): a Python socket timeout makes
-  CPython poll() before every recv and send.  gunicorn's gevent_pywsgi worker uses gevent.pywsgi's
-  parser, not gunicorn's: none of this applies to it.
+  CPython poll() before every recv and send.  gunicorn's gevent_pywsgi (gevent_wsgi) and tornado
+  workers parse with gevent.pywsgi's and tornado's parsers, not gunicorn's, where none of this
+  applies: they are refused, naming --backend gevent / tornado, which serve those parsers checked.
 
 * Sockets.  The launcher binds; gunicorn gets ``bind = ["fd://N"]`` with a dup of each listener,
   because gunicorn closes the fd it is given.  It would also unlink unix socket paths on exit: the
@@ -175,14 +176,19 @@ THREAD_CLASSES = frozenset({"gthread", "gunicorn.workers.gthread.ThreadWorker"})
 #: Built-in worker classes --threads means nothing to, and the library each needs.
 NO_THREAD_CLASSES = {
     "gevent": "gevent",
+    "gunicorn.workers.ggevent.GeventWorker": "gevent",
+}
+ASGI_CLASSES = frozenset({"asgi", "gunicorn.workers.gasgi.ASGIWorker"})
+#: Built-in worker classes that parse requests with another server's parser, where the launcher's
+#: request checks, limits and head timer (on gunicorn's parser) do not reach: the backend that
+#: serves that parser with them.
+OTHER_PARSERS = {
     "gevent_wsgi": "gevent",
     "gevent_pywsgi": "gevent",
-    "gunicorn.workers.ggevent.GeventWorker": "gevent",
     "gunicorn.workers.ggevent.GeventPyWSGIWorker": "gevent",
     "tornado": "tornado",
     "gunicorn.workers.gtornado.TornadoWorker": "tornado",
 }
-ASGI_CLASSES = frozenset({"asgi", "gunicorn.workers.gasgi.ASGIWorker"})
 
 #: The most gunicorn's parser allows (gunicorn.http.message): larger values are clamped.
 MAX_REQUEST_LINE = 8190
@@ -321,6 +327,13 @@ class GunicornBackend(Backend):
         explicit = opts.is_set("threads") and threads > 1
         if worker_class in ASGI_CLASSES:
             raise OptionError(f"-o worker_class={worker_class} runs ASGI apps; the launcher serves WSGI apps")
+        if worker_class in OTHER_PARSERS:
+            other = OTHER_PARSERS[worker_class]
+            hint = " or -o worker_class=gevent" if other == "gevent" else ""
+            raise OptionError(
+                f"-o worker_class={worker_class} parses requests with {other}'s own parser, which the launcher's"
+                f" request checks do not cover: use --backend {other} (checked){hint}"
+            )
         if worker_class in SYNC_CLASSES:
             if explicit:
                 raise OptionError(
@@ -357,7 +370,8 @@ class GunicornBackend(Backend):
             detail = "" if "." not in worker_class else f" ({str(exc).strip().splitlines()[-1]})"
             raise OptionError(
                 f"-o worker_class={worker_class}: not a gunicorn worker class{hint}{detail}; use one of "
-                f"{', '.join(sorted(set(SUPPORTED_WORKERS) - ASGI_CLASSES))} or a module.Class path"
+                f"{', '.join(sorted(set(SUPPORTED_WORKERS) - ASGI_CLASSES - set(OTHER_PARSERS)))} or a module.Class"
+                " path"
             ) from None
 
     def build_config(self, opts: ServeOptions, binds: list[str] | None = None) -> Any:

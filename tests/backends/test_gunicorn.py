@@ -151,6 +151,17 @@ def test_a_bad_worker_class_names_the_valid_ones() -> None:
     assert "ASGI" in _refused(option=["worker_class=asgi"])
 
 
+@pytest.mark.parametrize(("worker_class", "backend"), [
+    ("gevent_pywsgi", "gevent"), ("gevent_wsgi", "gevent"), ("gunicorn.workers.ggevent.GeventPyWSGIWorker", "gevent"),
+    ("tornado", "tornado"), ("gunicorn.workers.gtornado.TornadoWorker", "tornado"),
+])
+def test_a_worker_class_with_another_servers_parser_is_refused(worker_class: str, backend: str) -> None:
+    """Those workers parse with gevent.pywsgi's or tornado's parser, where the launcher's checks on
+    gunicorn's parser do not reach: refused, naming the backend that serves that parser checked."""
+    message = _refused(option=[f"worker_class={worker_class}"])
+    assert "request checks do not cover" in message and f"--backend {backend}" in message, message
+
+
 @pytest.mark.parametrize(("setting", "flag"), [
     ("bind", "--bind"), ("workers", "--workers"), ("threads", "--threads"), ("user", "--user"),
     ("umask", "--umask"), ("accesslog", "--access-log"), ("forwarded_allow_ips", "--forwarded-allow-ips"),
