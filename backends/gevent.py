@@ -117,6 +117,12 @@ class GeventBackend(Backend):
 
     # ------------------------------------------------------------------ before the app
 
+    def sizing(self, opts: ServeOptions) -> str:
+        # One greenlet per connection, up to --connections per worker: that, not threads, is how
+        # many requests a gevent worker serves at once.
+        workers = f"{opts.workers} worker{'s' if opts.workers > 1 else ''}"
+        return f"{workers}, up to {opts.connections} connections each"
+
     def prepare(self, opts: ServeOptions) -> None:
         # Before the app (and anything it imports) is loaded, so its socket, time, threading, ssl...
         # are gevent's.  Idempotent: a second call does nothing.

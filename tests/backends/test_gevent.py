@@ -157,6 +157,14 @@ def test_sleeping_requests_run_concurrently(serve: Serve, probe_app: list[str]) 
     assert elapsed < 2.5, f"10 concurrent 0.5 s requests took {elapsed:.2f}s: time.sleep is not patched?"
 
 
+def test_the_startup_line_says_how_many_connections_a_worker_serves(serve: Serve, probe_app: list[str]) -> None:
+    """gevent serves a greenlet per connection: the startup line gives --connections, not threads."""
+    server = serve(_gevent_args("--workers", "1", "--connections", "37", *probe_app))
+    line = next((text for text in server.stderr().splitlines() if " serving " in text), "")
+    assert "(pid " in line and "1 worker, up to 37 connections each)" in line, server.output()
+    assert "thread" not in line, line
+
+
 # -- TCP_NODELAY --------------------------------------------------------------------------------
 
 
