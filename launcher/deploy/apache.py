@@ -2,7 +2,21 @@
 
 * ``--backend mod_wsgi``: the guide's daemon-mode virtual host (``WSGIDaemonProcess`` with the
   options mapped, ``WSGIScriptAlias`` to the .wsgi file, ``WSGIProcessGroup``,
-  ``WSGIApplicationGroup %{GLOBAL}``), loading the virtualenv's own pip-built mod_wsgi.
+  ``WSGIApplicationGroup %{GLOBAL}``), loading the virtualenv's own pip-built mod_wsgi, with the
+  request hygiene of ``serve --backend mod_wsgi`` (:func:`hygiene_server`, :func:`hygiene_vhost`):
+  the launcher's own module (backends/apache, built with apxs now when it is not built yet),
+  ``HttpProtocolOptions Strict Require1.0``, ``AcceptFilter http none``, ``RequestReadTimeout``,
+  the LimitRequest* limits and the '_' header-name rule.  Apache applies some of these to the
+  whole server only (LoadModule, AcceptFilter), or reads them with the default virtual host of
+  the address before Host picks this one (HttpProtocolOptions, RequestReadTimeout's head stage):
+  those are written at server level, outside the virtual host, where Apache merges them into every
+  virtual host that sets none of its own, whatever the include order.
+* FastCGI and CGI do not load the module (see :data:`NO_HYGIENE_NOTE`): there Apache frames every
+  request for a backend that does not speak HTTP (FastCGI records, CGI variables and stdin), so no
+  parser behind Apache can read a head differently from it, and the backend still checks what it
+  is given; the module would make these recipes need apache2-dev (the mod_wsgi one needs it
+  anyway, pip builds mod_wsgi with it).  It is server-wide once loaded: with a mod_wsgi site from
+  ``serve config apache`` on the same Apache, these sites have it too.
 * FastCGI: ``mod_proxy_fcgi`` (the guide's mod_fastcgi/``ScriptAlias`` recipe needs a module
   Debian 12 no longer ships).
 * CGI: ``ScriptAlias`` to the cgi-bin script (the guide's .htaccess rewrite as a comment).
@@ -26,7 +40,9 @@ def render(dep: Deployment) -> list[Rendered]:
         raise OptionError("serve config apache: Apache cannot listen on a unix socket; give --listen PORT or"
                           " HOST:PORT")
     if dep.embedded:
-        modules, body, preamble = ["wsgi (the virtualenv's own, loaded below)"], mod_wsgi_body(dep), load_mod_wsgi(dep)
+        modules = ["reqtimeout", "setenvif", "rewrite", "wsgi (the virtualenv's own, loaded below)"]
+        body = hygiene_vhost(dep) + mod_wsgi_body(dep)
+        preamble = load_mod_wsgi(dep) + "\n\n" + hygiene_server(dep)
     elif dep.protocol == "cgi":
         modules, body, preamble = ["cgid", "alias"], cgi_body(dep), ""
     elif dep.protocol == "fastcgi":
@@ -191,6 +207,108 @@ def mod_wsgi_body(dep: Deployment) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------- request hygiene
+
+
+def hygiene_module(dep: Deployment) -> str:
+    """The absolute path of the launcher's Apache module (backends/apache: the virtualenv's build,
+    else the per-user cache's, else built there now), or "" with a one-line warning."""
+    from backends import apache as hygiene  # lazily: apxs and hashing only for this recipe
+
+    try:
+        return os.path.abspath(hygiene.module_path())
+    except (hygiene.BuildError, OSError) as exc:
+        dep.warnings.append(
+            f"the launcher's Apache module (mod_launcher_hygiene) could not be built ({exc}): the config"
+            " does not load it, so this Apache accepts obsolete line folding, Content-Length with"
+            " Transfer-Encoding and malformed chunk sizes (request smuggling); install apache2-dev (apxs),"
+            " run `python -m backends.apache` in this virtualenv and generate the config again")
+        return ""
+
+
+def hygiene_server(dep: Deployment) -> str:
+    """The server-wide part: the launcher's module, the strict protocol options, the accept filter
+    and the read timeouts (what :func:`backends.mod_wsgi.strict_config` gives `serve --backend
+    mod_wsgi`)."""
+    import math
+
+    module = hygiene_module(dep)
+    timeout = max(1, math.ceil(dep.opts.header_timeout))
+    lines = [comment("""
+        Request hygiene, as `serve --backend mod_wsgi` has it.  These are server-wide: Apache takes
+        LoadModule and AcceptFilter for the whole server only, and reads a request's head with the
+        default virtual host of the address it came to, before Host picks this one.  Written here,
+        outside any <VirtualHost>, Apache merges them into every virtual host that sets none of its
+        own, in whatever order the sites are included: they apply to the other sites of this Apache
+        too.
+
+        The launcher's own module (mod_launcher_hygiene, wsgi-launcher's backends/apache, built with
+        apxs) reads the raw request bytes before Apache's core: it answers 400 and closes the
+        connection for obsolete line folding, Content-Length together with Transfer-Encoding and a
+        malformed chunk-size line, which core would unfold, drop or read leniently -- and a proxy in
+        front of Apache could read differently (request smuggling).  The file name carries the
+        source's hash: after upgrading wsgi-launcher, generate this config again.
+        """)]
+    if module:
+        lines += ["<IfModule !launcher_hygiene_module>",
+                  f"{I}LoadModule launcher_hygiene_module {dquote(module)}",
+                  "</IfModule>"]
+    else:
+        lines += ["# NOT LOADED: the module could not be built on this machine.  Install apache2-dev (apxs), run",
+                  "# `python -m backends.apache` with the virtualenv's python, then generate this file again;",
+                  "# until then obsolete line folding and Content-Length + Transfer-Encoding reach Apache's core.",
+                  "# LoadModule launcher_hygiene_module /path/to/venv/lib/wsgi-launcher/mod_launcher_hygiene-HASH.so"]
+    lines += [
+        "# No HTTP/0.9, Apache's strict head syntax (control characters, header names that are tokens,",
+        "# a valid Host); methods Apache does not know still reach the app.",
+        "HttpProtocolOptions Strict Require1.0 LenientMethods",
+        "# Linux's TCP_DEFER_ACCEPT (Apache's default) holds a connection that sends nothing in the kernel,",
+        "# out of RequestReadTimeout's reach.",
+        "AcceptFilter http none",
+        f"# --header-timeout ({timeout} s): the head must arrive within it, however it trickles, and a body",
+        "# must keep coming (mod_reqtimeout: a2enmod reqtimeout; Debian's default is header=20-40).",
+        f"RequestReadTimeout handshake={timeout} header={timeout} body={timeout},MinRate=500",
+    ]
+    return "\n".join(lines)
+
+
+def hygiene_vhost(dep: Deployment) -> list[str]:
+    """The per-virtual-host part: the request limits and the '_' header-name rule."""
+    from backends.mod_wsgi import _posing_names  # the same names `serve --backend mod_wsgi` refuses
+
+    opts = dep.opts
+    return [
+        "# The request limits of the serve options (0: no limit).  Apache applies the three head limits",
+        "# of the address's default virtual host (the first one listed for it): with other sites on",
+        "# the same address and port, include this file first (name it 000-...) for them to count.",
+        f"LimitRequestLine {opts.limit_request_line}",
+        f"LimitRequestFields {opts.limit_request_fields}",
+        f"LimitRequestFieldSize {opts.limit_request_field_size}",
+        f"LimitRequestBody {opts.limit_request_body}",
+        "",
+        "# A header name with '_' posing as a standard or forwarded one (Content_Length, X_Forwarded_For):",
+        "# mod_wsgi leaves such names out of environ, so neither the app nor a check in it could see",
+        "# them.  Answered 400 with Connection: close, as `serve --backend mod_wsgi` does.",
+        f'SetEnvIfNoCase "{_posing_names()}" "." LAUNCHER_BAD_HEADER=1 nokeepalive',
+        "RewriteEngine On",
+        "RewriteCond %{ENV:LAUNCHER_BAD_HEADER} =1",
+        "RewriteRule ^ - [R=400,L]",
+        "",
+    ]
+
+
+#: Why the FastCGI and CGI recipes do not load the launcher's module (written into them).
+NO_HYGIENE_NOTE = [
+    "# Request hygiene: Apache frames each request for {what}, so no parser behind it can read",
+    "# a head differently.  The launcher's Apache module (which refuses obsolete line folding and",
+    "# Content-Length with Transfer-Encoding, against a proxy in front of Apache reading them",
+    "# differently) is not loaded here; `serve config apache --backend mod_wsgi` shows its server-wide",
+    "# lines (LoadModule launcher_hygiene_module ..., HttpProtocolOptions Strict Require1.0), which",
+    "# this site gets too on an Apache that has them.",
+    "",
+]
+
+
 # ------------------------------------------------------------------------------- CGI
 
 
@@ -200,6 +318,7 @@ def cgi_body(dep: Deployment) -> list[str]:
     mount = _mount(dep)
     target = script + "/" if mount == "/" else script
     lines = [
+        *(line.format(what="the CGI program (variables and stdin)") for line in NO_HYGIENE_NOTE),
         "# The guide's ScriptAlias: every request under the mount point runs the script, a new",
         "# process each time (mod_cgid, as the web server's user: it must be able to read the",
         "# interpreter, the virtualenv and the app).  SCRIPT_NAME is the mount point and PATH_INFO",
@@ -237,6 +356,7 @@ def fcgi_body(dep: Deployment) -> list[str]:
     mount = _mount(dep)
     url = backend_url(dep, "fcgi") + ("/" if mount == "/" else "")  # trailing slashes must pair up
     lines = [
+        *(line.format(what="the FastCGI backend (FastCGI records)") for line in NO_HYGIENE_NOTE),
         "# FastCGI through mod_proxy_fcgi.  The guide's recipe (mod_fastcgi / mod_fcgid with a",
         "# ScriptAlias to an .fcgi file Apache starts itself) needs mod_fastcgi, which Debian 12 no",
         "# longer ships: here `serve --backend fastcgi` runs the app and Apache connects to it.",
