@@ -45,6 +45,18 @@ def _clean(clean_env: None) -> None:
     """No SERVE_* variables and an empty working directory for every test."""
 
 
+HYGIENE_SO = "/opt/wl/mod_launcher_hygiene-0123456789abcdef.so"
+
+
+@pytest.fixture(autouse=True)
+def _hygiene_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve config apache` finds (or builds) the launcher's Apache module: a fixed path here, so no
+    test runs apxs (tests/front loads the real one)."""
+    import backends.apache
+
+    monkeypatch.setattr(backends.apache, "module_path", lambda: HYGIENE_SO)
+
+
 # ------------------------------------------------------------------------------- CLI
 
 
@@ -240,6 +252,70 @@ def test_apache_mod_wsgi_daemon_mode(capsys: pytest.CaptureFixture[str]) -> None
     assert "Require all granted" in lines
     assert not any(line.startswith(("Order", "Allow from")) for line in lines)  # 2.2 syntax
     assert "<IfModule !wsgi_module>" in lines and f'WSGIPythonHome "{sys.prefix}"' in lines
+
+
+def test_apache_mod_wsgi_has_the_request_hygiene_of_the_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    """What backends.mod_wsgi.strict_config gives `serve --backend mod_wsgi`: server-wide directives
+    before the virtual host (LoadModule and AcceptFilter exist only there; HttpProtocolOptions and
+    RequestReadTimeout are read with the address's default virtual host), the rest inside it."""
+    from backends.mod_wsgi import _posing_names
+
+    code, out, err = config(capsys, "apache", "--backend", "mod_wsgi", "--header-timeout", "7",
+                            "--limit-request-line", "4000", "--limit-request-fields", "50",
+                            "--limit-request-field-size", "2000", "--limit-request-body", "1000000")
+    assert code == 0 and "warning" not in err, err
+    server, _, vhost = out.partition("\n<VirtualHost")
+    head = directives(server)
+    assert head[head.index("<IfModule !launcher_hygiene_module>") + 1] == \
+        f'LoadModule launcher_hygiene_module "{HYGIENE_SO}"'
+    for line in ("HttpProtocolOptions Strict Require1.0 LenientMethods", "AcceptFilter http none",
+                 "RequestReadTimeout handshake=7 header=7 body=7,MinRate=500"):
+        assert line in head
+    inner = directives(vhost)
+    for line in ("LimitRequestLine 4000", "LimitRequestFields 50", "LimitRequestFieldSize 2000",
+                 "LimitRequestBody 1000000", "RewriteEngine On", "RewriteCond %{ENV:LAUNCHER_BAD_HEADER} =1",
+                 "RewriteRule ^ - [R=400,L]",
+                 f'SetEnvIfNoCase "{_posing_names()}" "." LAUNCHER_BAD_HEADER=1 nokeepalive'):
+        assert line in inner
+    assert not any("launcher_hygiene" in line or line.startswith(("HttpProtocolOptions", "AcceptFilter"))
+                   for line in inner)
+    assert "a2enmod reqtimeout setenvif rewrite && a2ensite tests" in out
+
+
+def test_apache_mod_wsgi_without_the_module_warns_in_one_line(capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import backends.apache
+
+    def cannot() -> str:
+        raise backends.apache.BuildError("apxs (apache2-dev) is not installed")
+
+    monkeypatch.setattr(backends.apache, "module_path", cannot)
+    code, out, err = config(capsys, "apache", "--backend", "mod_wsgi")
+    assert code == 0 and "Traceback" not in err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1, err
+    assert "mod_launcher_hygiene" in warnings[0] and "apxs (apache2-dev) is not installed" in warnings[0]
+    assert "obsolete line folding" in warnings[0] and "python -m backends.apache" in warnings[0]
+    assert not any("launcher_hygiene" in line for line in directives(out))
+    assert "# NOT LOADED: the module could not be built on this machine." in out
+    # the rest of the protection is still there
+    assert "HttpProtocolOptions Strict Require1.0 LenientMethods" in directives(out)
+
+
+@pytest.mark.parametrize("args", [["--backend", "fastcgi", "--bind", "127.0.0.1:9000"],
+                                  ["--backend", "cgi", "--script", "/srv/cgi-bin/app.cgi"]], ids=["fastcgi", "cgi"])
+def test_apache_fastcgi_and_cgi_do_not_load_the_module(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apache frames every request for these backends (see launcher/deploy/apache.py): no apxs build."""
+    import backends.apache
+
+    def never() -> str:
+        raise AssertionError("module_path called")
+
+    monkeypatch.setattr(backends.apache, "module_path", never)
+    out = ok(capsys, "apache", *args)
+    assert not any("launcher_hygiene" in line or "HttpProtocolOptions" in line for line in directives(out))
+    assert "so no parser behind it can read" in prose(out)
 
 
 def test_apache_mod_wsgi_maps_the_options(capsys: pytest.CaptureFixture[str]) -> None:
