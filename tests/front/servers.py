@@ -411,8 +411,8 @@ def lighttpd_syntax_ok(site: str, work: Path) -> tuple[bool, str]:
 # Apache
 # --------------------------------------------------------------------------------------------
 
-APACHE_MODULES = ("mpm_event", "authz_core", "authz_host", "alias", "mime", "dir", "env", "setenvif", "headers",
-                  "rewrite", "proxy", "proxy_http", "proxy_fcgi", "proxy_uwsgi", "cgid")
+APACHE_MODULES = ("mpm_event", "authz_core", "authz_host", "alias", "mime", "dir", "env", "setenvif", "reqtimeout",
+                  "headers", "rewrite", "proxy", "proxy_http", "proxy_fcgi", "proxy_uwsgi", "cgid")
 
 
 def _apache_conf(site: str, work: Path, extra: str = "") -> Path:

@@ -13,8 +13,11 @@ repository, the virtualenv and the interpreter (checked first, with the fix in t
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,95 @@ def test_mod_wsgi_vhost_loads_the_pip_built_module(vhost: Combo) -> None:
     assert "WSGIDaemonProcess tests user=www-data group=www-data" in text
     assert "WSGIApplicationGroup %{GLOBAL}" in text and "Require all granted" in text
     assert f"python-home={sys.prefix}" in text
+
+
+def test_mod_wsgi_vhost_loads_the_launchers_module(vhost: Combo) -> None:
+    """The generated vhost loads the launcher's Apache module by its absolute path (server level)."""
+    from backends.apache import module_path
+
+    text = vhost.generated.text
+    assert f'LoadModule launcher_hygiene_module "{module_path()}"' in text
+    assert text.index("LoadModule launcher_hygiene_module") < text.index("\n<VirtualHost")
+    assert "HttpProtocolOptions Strict Require1.0 LenientMethods" in text
+    assert not vhost.generated.warnings, vhost.generated.stderr
+
+
+def _raw_exchange(address: Any, payload: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``payload`` on a fresh connection; (everything answered, whether the server closed)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(payload)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return data, False
+            except ConnectionResetError:
+                return data, True
+            if not chunk:
+                return data, True
+            data += chunk
+        return data, False
+
+
+def _hidden_request_refused(combo: Combo, head: Callable[[str, str], bytes]) -> None:
+    """``head(first, hidden)`` is a refused request with a request pipelined behind it, both
+    ``/close?token=T`` (the contract app leaves a marker file in the state directory when it
+    served one): a 400, the connection closed, and the app saw neither."""
+    prefix = combo.target.prefix
+    state = combo.work / "state"
+    first, hidden, after = (uuid.uuid4().hex[:16] for _ in range(3))
+    payload = head(f"{prefix}/close?token={first}", f"{prefix}/close?token={hidden}")
+    data, closed = _raw_exchange(combo.front.address, payload)
+    assert data.startswith(b"HTTP/1.1 400 "), data[:300]
+    assert data.count(b"HTTP/1.1 ") == 1, data
+    assert closed, f"the connection stayed open after the 400: {data[:300]!r}"
+    # A request of its own, served: its marker shows the app got the time to see the others.
+    with socket.create_connection(combo.front.address, timeout=5) as sock:
+        sock.sendall(f"GET {prefix}/close?token={after} HTTP/1.1\r\nHost: localhost\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    deadline = time.monotonic() + 5
+    while not (state / f"closed-{after}").exists():
+        assert time.monotonic() < deadline, "the app did not serve the request sent after"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert not (state / f"closed-{first}").exists(), "the app served the refused request"
+    assert not (state / f"closed-{hidden}").exists(), "the app served the request hidden behind it"
+
+
+def test_mod_wsgi_vhost_refuses_obsolete_line_folding(vhost: Combo) -> None:
+    """Obsolete line folding (a header line starting with SP): Apache's core would unfold it; the
+    launcher's module the vhost loads answers 400 and closes, the pipelined request unread."""
+    _hidden_request_refused(vhost, lambda first, hidden: (
+        f"GET {first} HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n"
+        f"GET {hidden} HTTP/1.1\r\nHost: localhost\r\n\r\n").encode())
+
+
+def test_mod_wsgi_vhost_refuses_content_length_with_transfer_encoding(vhost: Combo) -> None:
+    """Content-Length with Transfer-Encoding: Apache's core would drop Content-Length and read the
+    chunks, then the request a Content-Length reader takes for body; the module answers 400."""
+    def head(first: str, hidden: str) -> bytes:
+        smuggled = f"0\r\n\r\nGET {hidden} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        return (f"POST {first} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(smuggled)}\r\n"
+                f"Transfer-Encoding: chunked\r\n\r\n{smuggled}").encode()
+
+    _hidden_request_refused(vhost, head)
+
+
+def test_mod_wsgi_vhost_refuses_posing_header_names(vhost: Combo) -> None:
+    """A '_' header name posing as a standard one: 400 with Connection: close (mod_setenvif and
+    mod_rewrite in the vhost), as `serve --backend mod_wsgi` answers it."""
+    prefix = vhost.target.prefix
+    data, closed = _raw_exchange(vhost.front.address, (
+        f"GET {prefix}/ HTTP/1.1\r\nHost: localhost\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n"
+        f"GET {prefix}/ HTTP/1.1\r\nHost: localhost\r\n\r\n").encode())
+    assert data.startswith(b"HTTP/1.1 400 "), data[:300]
+    assert closed and data.count(b"HTTP/1.1 ") == 1, data
 
 
 # ------------------------------------------------------------------------------- mod_wsgi-express
