@@ -1133,6 +1133,52 @@ def _request_target(environ: dict[str, Any]) -> str:
     return f"{path}?{query}" if query else path
 
 
+def _plain_inode(fd: int) -> int:
+    return os.fstat(fd).st_ino
+
+
+def _make_fd_inode() -> Callable[[int], int]:
+    """``os.fstat(fd).st_ino``, but without letting go of the GIL: ``os.fstat`` releases it, and
+    with uWSGI's threads waiting for it, taking it back cost ~5 us of every request (begin() below
+    ran ~10 us; ~5 us this way, +10% throughput measured).  libc's ``fstat`` through ctypes.PyDLL
+    into a per-thread buffer; the offset of ``st_ino`` is checked against ``os.fstat`` on two
+    descriptors first, and any mismatch (another libc, no ``fstat`` symbol) keeps ``os.fstat``."""
+    import ctypes
+
+    plain = _plain_inode
+    try:
+        fstat = ctypes.PyDLL(None).fstat
+        fstat.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        fstat.restype = ctypes.c_int
+    except (AttributeError, OSError):
+        return plain
+    local = threading.local()
+
+    def buffer() -> Any:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = ctypes.create_string_buffer(512)  # struct stat is 144 bytes on x86_64
+        return buf
+
+    def fast(fd: int) -> int:
+        buf = buffer()
+        if fstat(fd, buf) != 0:
+            return plain(fd)  # raises the OSError
+        return ctypes.c_uint64.from_buffer(buf, 8).value  # st_ino follows st_dev (8 bytes)
+
+    read_fd, write_fd = os.pipe()
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        if all(fast(fd) == os.fstat(fd).st_ino for fd in (read_fd, null_fd)):
+            return fast
+    except Exception:
+        pass
+    finally:
+        for fd in (read_fd, write_fd, null_fd):
+            os.close(fd)
+    return plain
+
+
 class StopWatch:
     """In each server process: notices the launcher's stop (a file in the status directory), sets
     the launcher's ``draining`` flag (--health-path then answers 503), and on uWSGI HTTP/1.1 sockets
@@ -1152,6 +1198,8 @@ class StopWatch:
         self.head_timeout = head_timeout
         #: connections are recorded (keep-alive connections to close on stop, or the head timer's)
         self.track = keepalive or head_timeout > 0
+        #: os.fstat(fd).st_ino, GIL kept (only needed when connections are tracked)
+        self.fd_inode: Callable[[int], int] = _make_fd_inode() if self.track else _plain_inode
         self.lock = threading.Lock()
         self.stopping = False
         #: thread ident -> [fd, socket inode, busy, requests begun on that connection]
@@ -1183,7 +1231,7 @@ class StopWatch:
             import uwsgi
 
             fd = uwsgi.connection_fd()
-            inode = os.fstat(fd).st_ino
+            inode = self.fd_inode(fd)
         except Exception:
             return
         ident = threading.get_ident()
