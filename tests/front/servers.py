@@ -453,12 +453,13 @@ Include {work}/site.conf
 
 def start_apache(make_site: Any, work: Path, *, ready_path: str, extra: str = "", attempts: int = 3,
                  ready_status: int | None = 200) -> FrontServer:
-    """Apache with the site ``make_site(port)`` returns; retried on a port someone else took."""
+    """Apache with the site ``make_site(port)`` returns; retried on a port someone else took.
+    ``{port}`` in ``extra`` (top-level lines before the site) is the port picked."""
     binary = require_binary("apache2")
     last: FrontStartError | None = None
     for _ in range(attempts):
         port = free_port()
-        conf = _apache_conf(make_site(port), work, extra)
+        conf = _apache_conf(make_site(port), work, extra.replace("{port}", str(port)))
         (work / "error.log").write_text("")
         env = dict(os.environ, APACHE_RUN_DIR=str(work / "run"), APACHE_LOCK_DIR=str(work / "run"))
         front = FrontServer("apache2", [binary, "-f", str(conf), "-DFOREGROUND"], work, stop_signal=signal.SIGWINCH,

@@ -48,8 +48,9 @@ def _params(name: str) -> list[Any]:
 
 def apache_combo(kind_args: list[str], prefix: str, expect: frozenset[str], label: str, *,
                  files: Callable[[Path, list[str]], list[str]] | None = None,
-                 backend: bool = False) -> Iterator[Combo]:
-    """`serve config apache` (after writing the entry file, or starting the backend) and Apache."""
+                 backend: bool = False, top: str = "") -> Iterator[Combo]:
+    """`serve config apache` (after writing the entry file, or starting the backend) and Apache;
+    ``top``: top-level lines before the site (``{work}``, ``{port}`` filled in)."""
     servers.require_binary("apache2")
     servers.require_web_user()
     servers.require_readable_by_web_user(*servers.python_paths())
@@ -72,7 +73,7 @@ def apache_combo(kind_args: list[str], prefix: str, expect: frozenset[str], labe
             os.environ["CONTRACT_STATE_DIR"] = str(state)
             try:
                 front = servers.start_apache(site, work, ready_path=prefix + "/",
-                                             extra="PassEnv CONTRACT_STATE_DIR")
+                                             extra="PassEnv CONTRACT_STATE_DIR\n" + top.replace("{work}", str(work)))
             finally:
                 os.environ.pop("CONTRACT_STATE_DIR", None)
             try:
@@ -159,7 +160,7 @@ def _raw_exchange(address: Any, payload: bytes, timeout: float = 5.0) -> tuple[b
         return data, False
 
 
-def _hidden_request_refused(combo: Combo, head: Callable[[str, str], bytes]) -> None:
+def _hidden_request_refused(combo: Combo, head: Callable[[str, str], bytes], host: str = "localhost") -> None:
     """``head(first, hidden)`` is a refused request with a request pipelined behind it, both
     ``/close?token=T`` (the contract app leaves a marker file in the state directory when it
     served one): a 400, the connection closed, and the app saw neither."""
@@ -173,7 +174,7 @@ def _hidden_request_refused(combo: Combo, head: Callable[[str, str], bytes]) -> 
     assert closed, f"the connection stayed open after the 400: {data[:300]!r}"
     # A request of its own, served: its marker shows the app got the time to see the others.
     with socket.create_connection(combo.front.address, timeout=5) as sock:
-        sock.sendall(f"GET {prefix}/close?token={after} HTTP/1.1\r\nHost: localhost\r\n"
+        sock.sendall(f"GET {prefix}/close?token={after} HTTP/1.1\r\nHost: {host}\r\n"
                      "Connection: close\r\n\r\n".encode())
         answer = b""
         while chunk := sock.recv(65536):
@@ -216,6 +217,56 @@ def test_mod_wsgi_vhost_refuses_posing_header_names(vhost: Combo) -> None:
         f"GET {prefix}/ HTTP/1.1\r\nHost: localhost\r\n\r\n").encode())
     assert data.startswith(b"HTTP/1.1 400 "), data[:300]
     assert closed and data.count(b"HTTP/1.1 ") == 1, data
+
+
+#: Another site on the same address and port, listed first: the address's default virtual host, as
+#: Debian's 000-default.conf is for a site added to a system Apache.
+OTHER_SITE = """
+<VirtualHost 127.0.0.1:{port}>
+    ServerName default.example
+    DocumentRoot {work}
+    <Directory {work}>
+        Require all granted
+    </Directory>
+</VirtualHost>
+"""
+
+
+@pytest.fixture(scope="module", params=[pytest.param("root", id="mod_wsgi-vhost-second",
+                                                     marks=pytest.mark.xdist_group("front-apache-vhost-second"))])
+def second_vhost(request: pytest.FixtureRequest) -> Iterator[Combo]:
+    """The generated mod_wsgi vhost included after another site on its address (not the default
+    virtual host there): the server-wide hygiene must still apply to it."""
+    require_backend("mod_wsgi")
+
+    def files(work: Path, args: list[str]) -> list[str]:
+        (work / "index.html").write_text("the other site\n")
+        return ["--server-name", "app.example", *_wsgi_file(work, args)]
+
+    yield from apache_combo(["--backend", "mod_wsgi", "--threads", "4", "--header-timeout", "2"], "", FRONT_EXPECT,
+                            "apache-mod_wsgi-vhost-second", files=files, top=OTHER_SITE)
+
+
+def test_second_vhost_keeps_the_server_wide_hygiene(second_vhost: Combo) -> None:
+    """LoadModule, HttpProtocolOptions and RequestReadTimeout at server level reach a virtual host
+    that is not the address's default: obs-fold and CL+TE refused, HTTP/0.9 refused, the head
+    timed out after --header-timeout (Apache reads the head with the default virtual host)."""
+    address = second_vhost.front.address
+    data, _ = _raw_exchange(address, b"GET / HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello"), data[-300:]
+    data, _ = _raw_exchange(address, b"GET / HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n")
+    assert data.endswith(b"the other site\n"), data[-300:]  # the other site is the default one
+    _hidden_request_refused(second_vhost, lambda first, hidden: (
+        f"GET {first} HTTP/1.1\r\nHost: app.example\r\nX-Folded: a\r\n\tb\r\n\r\n"
+        f"GET {hidden} HTTP/1.1\r\nHost: app.example\r\n\r\n").encode(), host="app.example")
+    _hidden_request_refused(second_vhost, lambda first, hidden: (
+        f"POST {first} HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+        f"0\r\n\r\nGET {hidden} HTTP/1.1\r\nHost: app.example\r\n\r\n").encode(), host="app.example")
+    data, closed = _raw_exchange(address, b"GET /\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ") and closed, data[:300]
+    started = time.monotonic()
+    data, closed = _raw_exchange(address, b"GET / HTTP/1.1\r\nHost: app.example\r\n", timeout=10)
+    assert closed and time.monotonic() - started < 5, (data[:300], time.monotonic() - started)
 
 
 # ------------------------------------------------------------------------------- mod_wsgi-express
