@@ -69,7 +69,8 @@ class Selection:
 
 
 def select_backends(text: str, infos: Sequence[BackendInfo]) -> Selection:
-    """``all`` or a comma list -> the installed HTTP backends to run (plus those with a front adapter).
+    """``all`` or a comma list -> the installed HTTP backends to run, plus those behind a front adapter
+    (:mod:`launcher.bench.fronts`) that can run here.
 
     Named backends must exist and be installed (an error otherwise: the user asked for them);
     ``all`` quietly takes what is installed and notes the rest.
@@ -99,8 +100,9 @@ def select_backends(text: str, infos: Sequence[BackendInfo]) -> Selection:
             continue
         protocol = str(info.protocol)
         if protocol != "http":
-            if fronts.adapter_for(protocol) is None:
-                skipped.append(fronts.skip_line(name, protocol))
+            front = fronts.adapter_for(protocol)
+            if front is None or front.unavailable():
+                skipped.append(fronts.skip_line(name, protocol, front.unavailable() if front else ""))
                 continue
             protocols[name] = protocol
         names.append(name)

@@ -18,6 +18,7 @@ import time
 
 from launcher.bench import flags, fronts, loadgen, procs, server
 from launcher.bench.server import StartError
+from launcher.errors import LauncherError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,10 +98,15 @@ class Runner:
             roots = [srv.pid]
             url = srv.url
             if front is not None:
-                front_handle = front.start(srv.handle.addresses, self.workdir, plan.pinning.server)
+                record.update(front=front.name, front_protocol=protocol)
+                try:
+                    front_handle = front.start(srv.handle.addresses, self.workdir, plan.pinning.server, opts=opts)
+                except (LauncherError, OSError) as exc:  # StartError, or the site config could not be rendered
+                    record["failure"] = f"the {front.name} front did not start: {exc}"
+                    return record
                 roots.append(front_handle.pid)
                 url = front_handle.url
-                record.update(front=front.name, front_argv=front_handle.argv)
+                record.update(front_argv=front_handle.argv, front_config=front_handle.config)
             record["url"] = url
             if plan.pinning.enabled:
                 for root in roots:
@@ -126,10 +132,15 @@ class Runner:
                 if not srv.alive():
                     record["failure"] = f"the server exited during the run:\n{srv.log_tail()}"
                     break
+                if front_handle is not None and not front_handle.alive():
+                    record["failure"] = f"the {record['front']} front exited during the run:\n{front_handle.log_tail()}"
+                    break
         finally:
             self.progress.phase(f"{label} · stopping")
             if front_handle is not None:
-                front_handle.stop()
+                if record.get("failure"):
+                    record["front_log_tail"] = front_handle.log_tail(40)
+                record["front_stop"] = {"exit_code": front_handle.stop()}
             record["stop"] = srv.stop()
             if record.get("failure"):
                 record["server_log_tail"] = srv.log_tail(40)
