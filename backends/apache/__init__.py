@@ -8,6 +8,8 @@ source's hash, so a changed source is never served by a stale build:
 
 * ``python -m backends.apache`` (run by .ci/install-native.sh right after mod_wsgi is installed)
   builds it into the virtualenv, ``sys.prefix/lib/wsgi-launcher/``;
+* a configuration written for a system Apache (``serve config apache``) loads the stable link
+  ``mod_launcher_hygiene.so`` beside it (:func:`stable_link`), which each build moves to itself;
 * at serve time :func:`module_path` takes that file, else one in the per-user cache
   (``$XDG_CACHE_HOME`` or ``~/.cache``, ``wsgi-launcher/apache/``), else builds it there once: in a
   private temporary directory beside the target, then renamed into place (atomic: two servers
@@ -105,11 +107,30 @@ def module_path() -> str:
     return build(cache_path())
 
 
+def stable_link(path: str) -> str:
+    """``mod_launcher_hygiene.so`` beside ``path``, a symbolic link to it (replaced atomically): the
+    name a system Apache's configuration (``serve config apache``) loads, so that rebuilding after
+    an upgrade (``python -m backends.apache``) moves it to the new build and removing the old one
+    cannot leave Apache pointing at a file that is gone."""
+    directory = os.path.dirname(path)
+    link = os.path.join(directory, f"{STEM}.so")
+    temporary = os.path.join(directory, f".{STEM}.so.{os.getpid()}")
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    os.symlink(os.path.basename(path), temporary)
+    os.replace(temporary, link)
+    return link
+
+
 def install() -> str:
-    """Build the module into the virtualenv (when not there yet) and remove builds of older sources."""
+    """Build the module into the virtualenv (when not there yet), point the stable link at it and
+    remove builds of older sources."""
     target = installed_path()
     if not os.path.isfile(target):
         build(target)
+    stable_link(target)
     directory = os.path.dirname(target)
     for name in os.listdir(directory):
         if name.startswith(f"{STEM}-") and name.endswith(".so") and name != file_name():

@@ -216,7 +216,7 @@ def hygiene_module(dep: Deployment) -> str:
     from backends import apache as hygiene  # lazily: apxs and hashing only for this recipe
 
     try:
-        return os.path.abspath(hygiene.module_path())
+        built = os.path.abspath(hygiene.module_path())
     except (hygiene.BuildError, OSError) as exc:
         dep.warnings.append(
             f"the launcher's Apache module (mod_launcher_hygiene) could not be built ({exc}): the config"
@@ -224,6 +224,10 @@ def hygiene_module(dep: Deployment) -> str:
             " Transfer-Encoding and malformed chunk sizes (request smuggling); install apache2-dev (apxs),"
             " run `python -m backends.apache` in this virtualenv and generate the config again")
         return ""
+    try:
+        return hygiene.stable_link(built)  # the name each rebuild (after an upgrade) moves along
+    except OSError:
+        return built
 
 
 def hygiene_server(dep: Deployment) -> str:
@@ -247,7 +251,8 @@ def hygiene_server(dep: Deployment) -> str:
         connection for obsolete line folding, Content-Length together with Transfer-Encoding and a
         malformed chunk-size line, which core would unfold, drop or read leniently -- and a proxy in
         front of Apache could read differently (request smuggling).  The file name carries the
-        source's hash: after upgrading wsgi-launcher, generate this config again.
+        source's hash; the name loaded here is a link that each rebuild (`python -m backends.apache`,
+        which `make` runs after an upgrade) moves to the new build: reload Apache after upgrading.
         """)]
     if module:
         lines += ["<IfModule !launcher_hygiene_module>",

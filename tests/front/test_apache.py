@@ -131,11 +131,14 @@ def test_mod_wsgi_vhost_loads_the_pip_built_module(vhost: Combo) -> None:
 
 
 def test_mod_wsgi_vhost_loads_the_launchers_module(vhost: Combo) -> None:
-    """The generated vhost loads the launcher's Apache module by its absolute path (server level)."""
-    from backends.apache import module_path
+    """The generated vhost loads the launcher's Apache module by its absolute path (server level):
+    the stable link beside the build, which points at the build of this source."""
+    from backends.apache import STEM, module_path
 
     text = vhost.generated.text
-    assert f'LoadModule launcher_hygiene_module "{module_path()}"' in text
+    link = os.path.join(os.path.dirname(module_path()), f"{STEM}.so")
+    assert f'LoadModule launcher_hygiene_module "{link}"' in text
+    assert os.path.realpath(link) == os.path.realpath(module_path())
     assert text.index("LoadModule launcher_hygiene_module") < text.index("\n<VirtualHost")
     assert "HttpProtocolOptions Strict Require1.0 LenientMethods" in text
     assert not vhost.generated.warnings, vhost.generated.stderr
