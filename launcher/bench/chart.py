@@ -39,7 +39,8 @@ def draw(document: dict[str, Any], path: str) -> None:
         med = [row["rps"]["median"] for row in rows]
         low = [row["rps"]["median"] - row["rps"]["min"] for row in rows]
         high = [row["rps"]["max"] - row["rps"]["median"] for row in rows]
-        label = name + ("" if data["status"] == "ok" else " (failed)")
+        # "fastcgi (nginx)": a backend loaded through a front server is charted as front + backend
+        label = data.get("label", name) + ("" if data["status"] == "ok" else " (failed)")
         ax_rps.errorbar(xs, med, yerr=[low, high], marker="o", capsize=3, label=label)
         ax_p99.plot(xs, [row["latency_ms"]["p99"]["median"] for row in rows], marker="o", label=label)
     for ax, title, unit in ((ax_rps, "throughput (successful responses)", "requests/s"),

@@ -123,7 +123,7 @@ def rows(document: dict[str, Any]) -> list[list[str]]:
             marks += [flags.LABELS.get(kind, kind) for kind in row.get("flags", {})]
             cpu = row["server_cpu_s_per_1k"]
             table.append([
-                name if position == 0 else "",
+                data.get("label", name) if position == 0 else "",
                 str(row["concurrency"]),
                 f"{rps['median']:,.0f}",
                 f"{rps['min']:,.0f}-{rps['max']:,.0f}" if row["rounds"] > 1 else "-",
@@ -140,7 +140,7 @@ def header(document: dict[str, Any]) -> list[str]:
     """The lines above the table: what was measured, how."""
     s, gen = document["settings"], document["generator"]
     fidelity = "  LOW FIDELITY" if gen.get("fidelity") == "low" else ""
-    return [
+    lines = [
         f"serve bench {s['app']}  {s['method']} {s['path']}"
         + (f" ({s['body_bytes']:,} byte body)" if s["body_bytes"] else ""),
         f"{s['rounds']} round(s) x {s['duration_s']}s per level, warm-up {s['warmup_s']}s;"
@@ -148,6 +148,11 @@ def header(document: dict[str, Any]) -> list[str]:
         "req/s: successful responses per second, median of rounds (min-max); latency: median of rounds;"
         " CPU s/1k: server CPU seconds per 1,000 responses",
     ]
+    for name, data in document["backends"].items():
+        front = data.get("front")
+        if front:
+            lines.append(f"{data.get('label', name)}: front + backend: {front['how']}")
+    return lines
 
 
 def footer(document: dict[str, Any]) -> list[str]:
@@ -155,7 +160,7 @@ def footer(document: dict[str, Any]) -> list[str]:
     lines = []
     for name, data in document["backends"].items():
         if data["status"] != "ok":
-            lines.append(f"FAILED {name}: {data['failure']}")
+            lines.append(f"FAILED {data.get('label', name)}: {data['failure']}")
     lines += [f"skipped: {line}" for line in document["skipped"]]
     lines += [f"note: {line}" for line in document["notes"]]
     seen = set(lines)

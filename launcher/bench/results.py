@@ -130,10 +130,14 @@ def build(plan: BenchPlan, records: dict[str, dict[str, Any]], *, argv: list[str
     """The whole document."""
     backends = {}
     for name, record in records.items():
+        front = front_of(plan, name, record)
         backends[name] = {
             "status": record["status"],
             "failure": record.get("failure", ""),
             "version": versions.get("backends", {}).get(name),
+            "label": f"{name} ({front['server']})" if front else name,
+            "measures": "front + backend" if front else "backend",
+            "front": front,
             "summary": summarize_backend(record["rounds"], plan.concurrency),
             "rounds": record["rounds"],
         }
@@ -185,6 +189,26 @@ def build(plan: BenchPlan, records: dict[str, dict[str, Any]], *, argv: list[str
         "notes": plan.notes,
         "warnings": warnings,
         "backends": backends,
+    }
+
+
+def front_of(plan: BenchPlan, name: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The front server ``name`` was loaded through (None for an HTTP backend loaded directly)."""
+    protocol = plan.protocols.get(name)
+    if not protocol:
+        return None
+    server = next((rnd["front"] for rnd in record["rounds"] if rnd.get("front")), "")
+    if not server:
+        from launcher.bench import fronts
+
+        adapter = fronts.adapter_for(protocol)
+        server = adapter.name if adapter else "front"
+    return {
+        "server": server,
+        "protocol": protocol,
+        "how": (f"wrk speaks HTTP to {server}, which passes each request to the backend over {protocol}"
+                " (a unix socket; the site `serve config " + server + "` writes); both run on the server's"
+                " CPUs, and CPU s/1k and peak MB count both"),
     }
 
 

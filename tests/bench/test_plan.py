@@ -19,7 +19,17 @@ def info(name: str, installed: bool = True, protocol: str = "http") -> BackendIn
                        extra=name, distribution=name, supports=frozenset(), min_version="", error="")
 
 
-INFOS = [info("waitress"), info("gunicorn"), info("tornado", installed=False), info("fastcgi", protocol="fastcgi")]
+INFOS = [info("waitress"), info("gunicorn"), info("tornado", installed=False), info("fastcgi", protocol="fastcgi"),
+         info("cgi", protocol="cgi")]
+
+
+@pytest.fixture
+def nginx_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nginx front looks runnable, whatever this machine has (selection starts nothing)."""
+    from launcher.bench import front_nginx
+
+    monkeypatch.setattr(front_nginx, "find_binary", lambda: "/usr/sbin/nginx")
+    monkeypatch.setattr(front_nginx, "find_params", lambda name: f"/etc/nginx/{name}")
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("10", 10), ("10s", 10), ("2m", 120), ("3000ms", 3), ("1S", 1)])
@@ -47,11 +57,24 @@ def test_bad_concurrency(text: str) -> None:
         plan.parse_concurrency(text)
 
 
-def test_all_takes_installed_http_backends_and_says_why_others_are_not_run() -> None:
+def test_all_takes_installed_backends_fastcgi_behind_nginx_and_says_why_others_are_not_run(nginx_here: None) -> None:
     chosen = plan.select_backends("all", INFOS)
-    assert chosen.names == ["waitress", "gunicorn"]
-    assert chosen.skipped == ["fastcgi speaks fastcgi: front-server benchmarking not available yet"]
+    assert chosen.names == ["waitress", "gunicorn", "fastcgi"]
+    assert chosen.protocols == {"fastcgi": "fastcgi"}
+    (line,) = chosen.skipped
+    assert line.startswith("cgi speaks cgi: not benchmarked yet: CGI needs lighttpd's or Apache's CGI module")
+    assert "front-server benchmarking not available yet" not in line
     assert any("tornado" in note for note in chosen.notes)
+
+
+def test_without_nginx_fastcgi_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from launcher.bench import front_nginx
+
+    monkeypatch.setattr(front_nginx, "find_binary", lambda: "")
+    chosen = plan.select_backends("waitress,fastcgi", INFOS)
+    assert chosen.names == ["waitress"] and chosen.protocols == {}
+    assert chosen.skipped == ["fastcgi speaks fastcgi: not benchmarked: its front server needs nginx, which is not"
+                              " installed (Debian: apt-get install nginx)"]
 
 
 def test_named_backends_keep_their_order_without_duplicates() -> None:
@@ -68,9 +91,9 @@ def test_a_named_backend_that_is_not_installed_is_an_error() -> None:
         plan.select_backends("waitress,tornado", INFOS)
 
 
-def test_a_non_http_backend_alone_leaves_nothing_to_run() -> None:
-    with pytest.raises(OptionError, match="front-server benchmarking not available yet"):
-        plan.select_backends("fastcgi", INFOS)
+def test_a_backend_without_a_front_alone_leaves_nothing_to_run() -> None:
+    with pytest.raises(OptionError, match="no backend can be benchmarked .cgi speaks cgi: not benchmarked yet"):
+        plan.select_backends("cgi", INFOS)
 
 
 def test_backend_options_for_all_or_one() -> None:

@@ -93,3 +93,54 @@ def test_chart_is_written(tmp_path: Path) -> None:
     path = tmp_path / "chart.png"
     chart.draw(document(), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def fronted_document() -> dict[str, Any]:
+    """alpha over HTTP, fastcgi loaded through nginx (the runner records the front per round)."""
+    plan = BenchPlan(app="benchmarks.apps:hello", backends=["alpha", "fastcgi"], protocols={"fastcgi": "fastcgi"},
+                     concurrency=(4,), duration=1, rounds=1,
+                     pinning=pinning.Pinning((0,), (1,), "server on CPU 0, load generator on CPU 1"))
+    records = {
+        "alpha": {"status": "ok", "rounds": [{"round": 1, "verify": {"ok": True}, "runs": [run(4, 900.0, 2.0)]}]},
+        "fastcgi": {"status": "ok", "rounds": [{"round": 1, "verify": {"ok": True}, "front": "nginx",
+                                                "front_protocol": "fastcgi", "runs": [run(4, 700.0, 3.0)]}]},
+    }
+    return results.build(plan, records, argv=["serve", "bench"], versions={}, load_before=(), started=0.0,
+                         generator={"kind": "wrk", "version": "wrk 4.1.0", "fidelity": "high"})
+
+
+def test_a_backend_behind_a_front_is_labelled_front_plus_backend(tmp_path: Path) -> None:
+    doc = fronted_document()
+    fastcgi, alpha = doc["backends"]["fastcgi"], doc["backends"]["alpha"]
+    assert fastcgi["label"] == "fastcgi (nginx)" and fastcgi["measures"] == "front + backend"
+    assert fastcgi["front"]["server"] == "nginx" and fastcgi["front"]["protocol"] == "fastcgi"
+    assert alpha["label"] == "alpha" and alpha["measures"] == "backend" and alpha["front"] is None
+    text = report.plain_table(doc)
+    table = text.splitlines()
+    assert any(line.startswith("fastcgi (nginx)") and "700" in line for line in table), text
+    assert any(line.startswith("alpha ") for line in table), text
+    assert any(line.startswith("fastcgi (nginx): front + backend:") and "CPU s/1k and peak MB count both" in line
+               for line in table), text
+    path = tmp_path / "out.json"
+    results.write(doc, str(path))
+    assert json.loads(path.read_text())["backends"]["fastcgi"]["label"] == "fastcgi (nginx)"
+
+
+def test_chart_labels_a_fronted_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from launcher.bench import chart
+
+    labels: list[str] = []
+    original = Axes.errorbar
+
+    def spy(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        labels.append(kwargs["label"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", spy)
+    path = tmp_path / "chart.png"
+    chart.draw(fronted_document(), str(path))
+    assert labels == ["alpha", "fastcgi (nginx)"]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
