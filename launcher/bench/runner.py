@@ -106,7 +106,8 @@ class Runner:
                     return record
                 roots.append(front_handle.pid)
                 url = front_handle.url
-                record.update(front_argv=front_handle.argv, front_config=front_handle.config)
+                record.update(front_pid=front_handle.pid, front_argv=front_handle.argv,
+                              front_config=front_handle.config)
             record["url"] = url
             if plan.pinning.enabled:
                 for root in roots:

@@ -29,3 +29,16 @@ def always_500(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
     """Fails the bench's verification: the backend must be reported as failed, not loaded."""
     start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", "4")])
     return [b"boom"]
+
+
+_served_behind_front = itertools.count()
+
+
+def fail_after_two(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """fail_after_first behind a front server: 200 for the front's readiness request and the bench's
+    verification, 500 for every later one (per server process)."""
+    if next(_served_behind_front) < 2:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"boom"]
