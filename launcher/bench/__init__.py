@@ -17,5 +17,7 @@ One job per module, imported only when ``serve bench`` runs (never by ``import l
     results    the JSON document (machine, versions, commands, every figure per round)
     report     the terminal table and the progress display (rich when available)
     chart      the PNG chart (matplotlib)
-    fronts     the hook for backends that need a front server (FastCGI, uwsgi, CGI)
+    fronts     front servers for backends that do not speak HTTP (which protocol gets which adapter)
+    front_nginx  a private nginx on the ``serve config nginx`` site (fastcgi_pass over a unix socket);
+               such a backend is reported as front + backend, e.g. "fastcgi (nginx)"
 """

@@ -29,7 +29,8 @@ Start each backend on the same app, one at a time, through the same code path as
 check its answer; warm it up; load it with wrk (HTTP/1.1 keep-alive) at each concurrency level;
 stop it; repeat for the next backend, for every round (A B C A B C).  Report successful
 requests/s (median and min-max over rounds), latency p50/p90/p99/max, errors by kind, server CPU
-seconds per 1,000 responses and peak memory of the server's whole process tree."""
+seconds per 1,000 responses and peak memory of the server's whole process tree (with its
+front server's, for FastCGI behind nginx)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  serve bench --workload json --concurrency 16,64 --duration 5s --rounds 5 --png bench.png\n\n"
             "With two or more CPUs the server runs on the first half and the load generator on the rest\n"
             "(--no-pin to share).  Without wrk a Python generator is used and the results say LOW FIDELITY.\n"
-            "Backends speaking FastCGI, uwsgi or CGI need a front server and are skipped for now."
+            "FastCGI is loaded through a private nginx (fastcgi_pass over a unix socket, the site\n"
+            "`serve config nginx` writes) and reported as front + backend, e.g. \"fastcgi (nginx)\".\n"
+            "CGI is skipped: it needs lighttpd's or Apache's CGI module, which bench has no adapter for."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("app", nargs="?", help="the WSGI app to benchmark (module:attr), or use --workload")
     add("--workload", metavar="NAME", help="a shipped workload instead of APP: " + ", ".join(workloads.WORKLOADS))
     add("--backends", default="all", metavar="LIST",
-        help="comma-separated backends, or all: every installed HTTP backend (default all)")
+        help="comma-separated backends, or all: every installed backend but CGI (default all)")
     add("--path", default=None, metavar="PATH", help="URL path to load (default /)")
     add("--concurrency", default=",".join(map(str, planning.DEFAULT_CONCURRENCY)), metavar="LIST",
         help="open connections, one run per level (default 1,16,64,256)")
