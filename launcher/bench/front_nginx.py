@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 CONF_DIRS = ("/etc/nginx", "/usr/local/etc/nginx", "/usr/local/nginx/conf", "/opt/homebrew/etc/nginx")
 #: protocol -> the params file the generated location includes
 PARAMS = {"fastcgi": "fastcgi_params", "uwsgi": "uwsgi_params"}
-#: per worker: client connections plus one upstream connection each
-WORKER_CONNECTIONS = 4096
+#: the fewest connections the worker is given (it needs a client and an upstream one per request)
+MIN_WORKER_CONNECTIONS = 512
 
 
 def find_binary() -> str:
@@ -86,8 +86,22 @@ def render_site(opts: ServeOptions, addresses: list[dict[str, Any]], port: int) 
     return "\n".join(item.text for item in files)
 
 
-def top_level(folder: str, site_path: str, *, as_root: bool) -> str:
+def worker_connections(connections: int) -> int:
+    """Enough for ``connections`` clients, each with its own upstream connection, and some spare."""
+    return max(MIN_WORKER_CONNECTIONS, 2 * connections + 64)
+
+
+def top_level(folder: str, site_path: str, *, as_root: bool, connections: int = 256) -> str:
     """nginx.conf around the generated site: private paths, one worker, no access log."""
+    wanted = worker_connections(connections)
+    limits = f"events {{ worker_connections {wanted}; }}"
+    try:
+        import resource
+
+        if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < wanted + 64:
+            limits = f"worker_rlimit_nofile {wanted + 64};\n" + limits
+    except (ImportError, OSError, ValueError):
+        pass
     user = ""
     if as_root:
         import grp
@@ -101,7 +115,7 @@ def top_level(folder: str, site_path: str, *, as_root: bool) -> str:
 {user}worker_processes 1;
 pid {folder}/nginx.pid;
 error_log {folder}/error.log warn;
-events {{ worker_connections {WORKER_CONNECTIONS}; }}
+{limits}
 http {{
     access_log off;
 {temps}
@@ -190,8 +204,11 @@ class NginxFront:
         return f"unix:{os.path.join(workdir, self.protocol + '.sock')}"
 
     def start(self, addresses: list[dict[str, Any]], workdir: str, cpus: tuple[int, ...], *,
-              opts: ServeOptions, timeout: float = 15.0) -> NginxHandle:
-        """Render the site for ``opts`` at ``addresses``, start nginx on it, wait for a real answer."""
+              opts: ServeOptions, connections: int = 256, timeout: float = 15.0) -> NginxHandle:
+        """Render the site for ``opts`` at ``addresses``, start nginx on it, wait for a real answer.
+
+        ``connections``: the most concurrent clients the run opens (nginx's worker_connections follow).
+        """
         binary = find_binary()
         if not binary:
             raise StartError(self.unavailable())
@@ -207,7 +224,7 @@ class NginxFront:
                 fh.write(site)
             conf_path = os.path.join(folder, "nginx.conf")
             with open(conf_path, "w", encoding="utf-8") as fh:
-                fh.write(top_level(folder, site_path, as_root=os.geteuid() == 0))
+                fh.write(top_level(folder, site_path, as_root=os.geteuid() == 0, connections=connections))
             argv = [*pinning.prefix(cpus), binary, "-p", folder + "/", "-c", conf_path, "-e",
                     os.path.join(folder, "error.log"), "-g", "daemon off;"]
             fd = listener.fileno()

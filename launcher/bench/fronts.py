@@ -59,9 +59,10 @@ if TYPE_CHECKING:
             """The address the backend listens on (e.g. ``unix:WORKDIR/app.sock``)."""
 
         def start(self, addresses: list[dict[str, Any]], workdir: str, cpus: tuple[int, ...], *,
-                  opts: ServeOptions) -> FrontHandle:
+                  opts: ServeOptions, connections: int) -> FrontHandle:
             """Start the front server in front of ``addresses`` (the server started with ``opts``), pinned to
-            ``cpus``; ready to answer on return (raises :class:`~launcher.bench.server.StartError`)."""
+            ``cpus``, sized for ``connections`` concurrent clients; ready to answer on return (raises
+            :class:`~launcher.bench.server.StartError`)."""
 
 
 #: protocol -> "module:Class" of the front adapter

@@ -78,10 +78,11 @@ class Runner:
     def one_round(self, name: str, round_no: int) -> dict[str, Any]:
         """Start ``name``, verify, warm up, measure each level, stop; the round's record."""
         plan = self.plan
-        label = f"round {round_no}/{plan.rounds} · {name}"
         record: dict[str, Any] = {"round": round_no, "runs": []}
         protocol = plan.protocols.get(name, "http")
         front = fronts.adapter_for(protocol) if protocol != "http" else None
+        shown = f"{name} ({front.name})" if front is not None else name
+        label = f"round {round_no}/{plan.rounds} · {shown}"
         opts = plan.options[name]
         if front is not None:
             opts = opts.replace(bind=front.bind(self.workdir))
@@ -100,7 +101,8 @@ class Runner:
             if front is not None:
                 record.update(front=front.name, front_protocol=protocol)
                 try:
-                    front_handle = front.start(srv.handle.addresses, self.workdir, plan.pinning.server, opts=opts)
+                    front_handle = front.start(srv.handle.addresses, self.workdir, plan.pinning.server, opts=opts,
+                                               connections=max(plan.concurrency))
                 except (LauncherError, OSError) as exc:  # StartError, or the site config could not be rendered
                     record["failure"] = f"the {front.name} front did not start: {exc}"
                     return record
@@ -129,7 +131,7 @@ class Runner:
                 self.progress.phase(f"{label} · {level} connections · {plan.duration}s")
                 run = self.measure(url, roots, level)
                 record["runs"].append(run)
-                self.progress.advance(1, _line(name, round_no, run))
+                self.progress.advance(1, _line(shown, round_no, run))
                 if not srv.alive():
                     record["failure"] = f"the server exited during the run:\n{srv.log_tail()}"
                     break

@@ -69,6 +69,7 @@ def front_round(doc: dict[str, Any]) -> dict[str, Any]:
     data = doc["backends"]["fastcgi"]
     assert data["label"] == "fastcgi (nginx)" and data["measures"] == "front + backend", data
     assert data["front"]["server"] == "nginx" and data["front"]["protocol"] == "fastcgi", data["front"]
+    rnd: dict[str, Any]
     (rnd,) = data["rounds"]
     assert rnd["front"] == "nginx" and rnd["front_protocol"] == "fastcgi"
     assert os.path.basename(rnd["front_argv"][rnd["front_argv"].index("-p") - 1]) == "nginx"
