@@ -1091,8 +1091,9 @@ def _mod_wsgi_call(app: WSGIApp, environ: dict[str, Any], start_response: Callab
 
     A request head Apache took although the launcher's rules refuse it (see :func:`environ_refusal`)
     is answered 400 with Connection: close, which makes Apache close the connection: nothing sent
-    behind it is read as another request.  So is every chunked request, once answered: a chunk
-    line Apache reads its own way (chunk size '5 ') cannot leave a hidden request behind it."""
+    behind it is read as another request.  Every chunked request, once answered, is closed too: a
+    second guard behind the launcher's Apache module (backends/apache), which already refuses a
+    chunk line that is not strict (chunk size '5 ') before Apache's own reader takes it."""
     rejection = environ_refusal(environ, None)
     if rejection is not None:
         status, headers, body = refusal_parts(rejection)
