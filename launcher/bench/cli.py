@@ -124,7 +124,7 @@ def make_plan(ns: argparse.Namespace) -> tuple[BenchPlan, dict[str, Any]]:
     options = {
         name: planning.server_options(
             app, name, by_name.get(name), workers=ns.workers, threads=ns.threads, options=per_backend[name],
-            pythonpath=pythonpath, notes=notes)
+            pythonpath=pythonpath, notes=notes, run_by_front=selection.protocols.get(name) == "cgi")
         for name in selection.names
     }
     bench_plan = planning.BenchPlan(

@@ -16,7 +16,7 @@ the one of the front config users deploy.  Around it only the top level a privat
   no window in which another process could take the port.
 
 nginx runs in the foreground (``daemon off``) in its own process group, pinned to the server's
-CPUs; it is ready when a real request is answered through it, and :meth:`NginxHandle.stop` sends
+CPUs; it is ready when a real request is answered through it, and :meth:`FrontProcess.stop` sends
 SIGTERM (fast shutdown), waits, then SIGKILLs the group.
 """
 
@@ -139,10 +139,12 @@ def loopback_listener() -> socket.socket:
     return sock
 
 
-class NginxHandle:
-    """A running nginx: ``url`` to load, ``pid`` (counted with the server's), ``argv``, ``config``."""
+class FrontProcess:
+    """A running front server: ``url`` to load, ``pid`` (counted with the server's), ``argv``, ``config``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], argv: list[str], url: str, folder: str, config: str) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], argv: list[str], url: str, folder: str, config: str, *,
+                 server: str = "nginx") -> None:
+        self.server = server
         self.proc = proc
         self.pid = proc.pid
         self.argv = argv
@@ -154,15 +156,16 @@ class NginxHandle:
         self.console_log = os.path.join(folder, "console.log")
 
     def alive(self) -> bool:
-        """True while nginx's master process runs."""
+        """True while the front's main process runs."""
         return self.proc.poll() is None
 
     def log_tail(self, lines: int = 15) -> str:
-        """The end of nginx's error log and console output."""
+        """The end of the front's error log and console output."""
         return "\n".join(t for t in (log_tail(self.console_log, lines), log_tail(self.error_log, lines)) if t)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM to the master (fast shutdown), wait; then SIGKILL the group, so no worker is left."""
+        """SIGTERM to the main process (fast shutdown), wait; then SIGKILL the group, so no worker (or CGI
+        process) is left."""
         try:
             if self.proc.poll() is None:
                 try:
@@ -179,13 +182,46 @@ class NginxHandle:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
                 pass
+            # Workers or CGI processes still dying: wait until the session holds nothing but zombies
+            # (the next backend must not share the CPUs with them).
+            deadline = time.monotonic() + 5
+            while (left := session_members(self.pid)) and time.monotonic() < deadline:
+                for pid in left:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                time.sleep(0.02)
         return self.proc.returncode
+
+
+def session_members(session: int) -> list[int]:
+    """The processes of session ``session`` that are not zombies."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                text = fh.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # state ppid pgrp session ...
+        if fields[0] != "Z" and int(fields[3]) == session:
+            members.append(int(entry))
+    return members
 
 
 class NginxFront:
     """nginx translating wrk's HTTP into the backend's protocol (``fastcgi_pass`` / ``uwsgi_pass``)."""
 
     name = "nginx"
+    #: the backend is a server of its own, started by the runner; nginx connects to it
+    runs_app = False
 
     def __init__(self, protocol: str = "fastcgi") -> None:
         self.protocol = protocol
@@ -204,7 +240,7 @@ class NginxFront:
         return f"unix:{os.path.join(workdir, self.protocol + '.sock')}"
 
     def start(self, addresses: list[dict[str, Any]], workdir: str, cpus: tuple[int, ...], *,
-              opts: ServeOptions, connections: int = 256, timeout: float = 15.0) -> NginxHandle:
+              opts: ServeOptions, connections: int = 256, timeout: float = 15.0) -> FrontProcess:
         """Render the site for ``opts`` at ``addresses``, start nginx on it, wait for a real answer.
 
         ``connections``: the most concurrent clients the run opens (nginx's worker_connections follow).
@@ -234,7 +270,7 @@ class NginxFront:
                                         stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(fd,))
         finally:
             listener.close()  # nginx holds its own copy
-        handle = NginxHandle(proc, argv, f"http://127.0.0.1:{port}", folder, site)
+        handle = FrontProcess(proc, argv, f"http://127.0.0.1:{port}", folder, site)
         try:
             _wait_answer(handle, port, timeout)
         except BaseException:
@@ -243,16 +279,16 @@ class NginxFront:
         return handle
 
 
-def _wait_answer(handle: NginxHandle, port: int, timeout: float) -> None:
-    """A real request through nginx answered (not by nginx's own 502/504) before the deadline."""
+def _wait_answer(handle: FrontProcess, port: int, timeout: float) -> None:
+    """A real request through the front answered (not by its own 502/504) before the deadline."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while True:
         if not handle.alive():
-            raise StartError(f"nginx exited with code {handle.proc.returncode} before it answered:\n"
+            raise StartError(f"{handle.server} exited with code {handle.proc.returncode} before it answered:\n"
                              f"{handle.log_tail()}")
         if time.monotonic() > deadline:
-            raise StartError(f"nginx did not pass a request to the backend within {timeout:g}s ({last}):\n"
+            raise StartError(f"{handle.server} did not pass a request to the app within {timeout:g}s ({last}):\n"
                              f"{handle.log_tail()}")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
         try:
@@ -261,7 +297,7 @@ def _wait_answer(handle: NginxHandle, port: int, timeout: float) -> None:
             response.read()
             if response.status not in (502, 504):
                 return
-            last = f"nginx answered {response.status}: it cannot reach the backend"
+            last = f"{handle.server} answered {response.status}: it cannot reach the backend"
         except (OSError, http.client.HTTPException) as exc:
             last = f"{exc.__class__.__name__}: {exc}"
         finally:

@@ -1,19 +1,21 @@
-"""Front servers for backends that do not speak HTTP: FastCGI (and uwsgi, CGI) need one.
+"""Front servers for backends that do not speak HTTP: FastCGI and CGI need one.
 
 wrk speaks HTTP only, so such a backend is loaded through a real front server translating HTTP to
 its protocol, and the figure is then "front + backend": the front's processes run on the server's
 CPUs and their CPU time and memory are counted with the backend's.  The report says so (the
-backend is labelled ``fastcgi (nginx)``) and the JSON records the front, its command and the exact
-site config it ran.
+backend is labelled ``fastcgi (nginx)``, ``cgi (lighttpd)``) and the JSON records the front, its
+command and the exact site config it ran.
 
-Adapters:
+Adapters, each on the site ``serve config`` generates (rendered by :mod:`launcher.deploy`, called,
+not copied), so the figure is the one of the front config users deploy:
 
-* ``fastcgi``: nginx ``fastcgi_pass`` over a unix socket in the run's workdir, on the site
-  ``serve config nginx`` generates (:mod:`launcher.bench.front_nginx`).
+* ``fastcgi``: nginx ``fastcgi_pass`` over a unix socket in the run's workdir
+  (:mod:`launcher.bench.front_nginx`).
+* ``cgi``: lighttpd's mod_cgi running the script ``serve config cgi-script`` writes, one Python
+  process per request (:mod:`launcher.bench.front_lighttpd`).  The front runs the app itself
+  (``runs_app``): the runner starts no backend server, and lighttpd's tree is the server.
 * ``uwsgi``: none needed: the uwsgi backend speaks HTTP unless ``-o protocol=uwsgi`` is given, and
   ``serve bench`` runs it as HTTP.
-* ``cgi``: none yet (see :data:`REASONS`): CGI needs lighttpd's or Apache's CGI module (nginx
-  cannot run CGI); the figure would be mostly Python start-up, one process per request.
 
 Adding one: a class with the :class:`Front` interface, registered below under its protocol as an
 import string (imported only when a run needs it).  The runner binds the backend where
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
         """A front-server adapter for one protocol."""
 
         name: str
+        #: True when the front runs the app itself (CGI): the runner then starts no backend server
+        runs_app: bool
 
         def unavailable(self) -> str:
             """Why the front cannot run on this machine (e.g. nginx not installed); "" when it can."""
@@ -68,13 +72,11 @@ if TYPE_CHECKING:
 #: protocol -> "module:Class" of the front adapter
 ADAPTERS: dict[str, str] = {
     "fastcgi": "launcher.bench.front_nginx:NginxFront",
+    "cgi": "launcher.bench.front_lighttpd:LighttpdCGI",
 }
 
 #: protocol -> why it has no adapter (the line ``serve bench`` prints when skipping it)
-REASONS: dict[str, str] = {
-    "cgi": ("not benchmarked yet: CGI needs lighttpd's or Apache's CGI module (a new Python process per"
-            " request), and serve bench has an nginx front only (nginx cannot run CGI)"),
-}
+REASONS: dict[str, str] = {}
 
 
 def adapter_for(protocol: str) -> Front | None:

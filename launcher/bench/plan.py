@@ -170,17 +170,24 @@ class BenchPlan:
 
 
 def server_options(app: str, backend: str, info: BackendInfo | None, *, workers: int | None, threads: int | None,
-                   options: dict[str, str], pythonpath: str, notes: list[str]) -> ServeOptions:
+                   options: dict[str, str], pythonpath: str, notes: list[str],
+                   run_by_front: bool = False) -> ServeOptions:
     """Resolve (as ``serve`` would) and check the options ``backend`` is started with.
 
     ``--threads`` is dropped, with a note, for a backend that has no threads (gevent's greenlets),
-    so one comparison can still ask for threads where they exist.  Anything else the backend
-    cannot honour is an error now, before any server starts.
+    so one comparison can still ask for threads where they exist.  ``run_by_front``: the front
+    server runs the app itself, once per request (CGI): no address, no workers, no threads.
+    Anything else the backend cannot honour is an error now, before any server starts.
     """
     from launcher import registry
     from launcher.options import resolve
 
-    cli: dict[str, Any] = {"backend": backend, "bind": "127.0.0.1:0"}
+    cli: dict[str, Any] = {"backend": backend} if run_by_front else {"backend": backend, "bind": "127.0.0.1:0"}
+    if run_by_front and (workers is not None or threads is not None):
+        given = " and ".join(flag for flag, value in (("--workers", workers), ("--threads", threads))
+                             if value is not None)
+        notes.append(f"{backend} is run by its front server, one process per request: run without {given}")
+        workers = threads = None
     if workers is not None:
         cli["workers"] = workers
     if threads is not None:

@@ -203,13 +203,15 @@ def front_of(plan: BenchPlan, name: str, record: dict[str, Any]) -> dict[str, An
 
         adapter = fronts.adapter_for(protocol)
         server = adapter.name if adapter else "front"
-    return {
-        "server": server,
-        "protocol": protocol,
-        "how": (f"wrk speaks HTTP to {server}, which passes each request to the backend over {protocol}"
-                " (a unix socket; the site `serve config " + server + "` writes); both run on the server's"
-                " CPUs, and CPU s/1k and peak MB count both"),
-    }
+    if protocol == "cgi":
+        how = (f"wrk speaks HTTP to {server}, which runs the cgi-bin script `serve config cgi-script` writes,"
+               f" a new Python process per request (the site `serve config {server}` writes); {server} and"
+               " every CGI process run on the server's CPUs, and CPU s/1k and peak MB count them all")
+    else:
+        how = (f"wrk speaks HTTP to {server}, which passes each request to the backend over {protocol}"
+               f" (a unix socket; the site `serve config {server}` writes); both run on the server's"
+               " CPUs, and CPU s/1k and peak MB count both")
+    return {"server": server, "protocol": protocol, "how": how}
 
 
 def write(document: dict[str, Any], path: str) -> None:

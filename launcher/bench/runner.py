@@ -84,25 +84,28 @@ class Runner:
         shown = f"{name} ({front.name})" if front is not None else name
         label = f"round {round_no}/{plan.rounds} · {shown}"
         opts = plan.options[name]
-        if front is not None:
+        runs_app = front is not None and front.runs_app  # CGI: the front runs the app, no server
+        if front is not None and not runs_app:
             opts = opts.replace(bind=front.bind(self.workdir))
         self.progress.phase(f"{label} · starting")
-        try:
-            srv = server.start(name, opts, cpus=plan.pinning.server, workdir=self.workdir,
-                               tag=f"{name}-r{round_no}", require_http=front is None)
-        except StartError as exc:
-            record["failure"] = f"did not start: {exc}"
-            return record
-        record.update(server_argv=srv.argv, server_pid=srv.pid)
+        srv = None
+        if not runs_app:
+            try:
+                srv = server.start(name, opts, cpus=plan.pinning.server, workdir=self.workdir,
+                                   tag=f"{name}-r{round_no}", require_http=front is None)
+            except StartError as exc:
+                record["failure"] = f"did not start: {exc}"
+                return record
+            record.update(server_argv=srv.argv, server_pid=srv.pid)
         front_handle = None
         try:
-            roots = [srv.pid]
-            url = srv.url
+            roots = [srv.pid] if srv is not None else []
+            url = srv.url if srv is not None else ""
             if front is not None:
                 record.update(front=front.name, front_protocol=protocol)
                 try:
-                    front_handle = front.start(srv.handle.addresses, self.workdir, plan.pinning.server, opts=opts,
-                                               connections=max(plan.concurrency))
+                    front_handle = front.start(srv.handle.addresses if srv is not None else [], self.workdir,
+                                               plan.pinning.server, opts=opts, connections=max(plan.concurrency))
                 except (LauncherError, OSError) as exc:  # StartError, or the site config could not be rendered
                     record["failure"] = f"the {front.name} front did not start: {exc}"
                     return record
@@ -132,7 +135,7 @@ class Runner:
                 run = self.measure(url, roots, level)
                 record["runs"].append(run)
                 self.progress.advance(1, _line(shown, round_no, run))
-                if not srv.alive():
+                if srv is not None and not srv.alive():
                     record["failure"] = f"the server exited during the run:\n{srv.log_tail()}"
                     break
                 if front_handle is not None and not front_handle.alive():
@@ -144,9 +147,10 @@ class Runner:
                 if record.get("failure"):
                     record["front_log_tail"] = front_handle.log_tail(40)
                 record["front_stop"] = {"exit_code": front_handle.stop()}
-            record["stop"] = srv.stop()
-            if record.get("failure"):
-                record["server_log_tail"] = srv.log_tail(40)
+            if srv is not None:
+                record["stop"] = srv.stop()
+                if record.get("failure"):
+                    record["server_log_tail"] = srv.log_tail(40)
         return record
 
     def _spec(self, url: str, connections: int, duration: int) -> loadgen.LoadSpec:

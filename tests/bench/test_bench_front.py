@@ -1,7 +1,7 @@
-"""``serve bench`` on the fastcgi backend through a real nginx front (a few seconds each).
+"""``serve bench`` on fastcgi through a real nginx and on cgi run by a real lighttpd (seconds each).
 
-Under CI=true a missing nginx, wrk or flup is a failure, never a skip: the front adapter must be
-exercised for real.
+Under CI=true a missing nginx, lighttpd, wrk or flup is a failure, never a skip: the front
+adapters must be exercised for real.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def need_nginx() -> None:
 
 
 def _sessions() -> dict[int, list[str]]:
-    """session id -> command lines of the processes in it."""
+    """session id -> command lines of the live (not zombie) processes in it."""
     out: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -48,21 +48,24 @@ def _sessions() -> dict[int, list[str]]:
                 cmdline = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out.setdefault(int(fields[3]), []).append(cmdline)  # state ppid pgrp session
+        fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session
+        if fields[0] != "Z":
+            out.setdefault(int(fields[3]), []).append(cmdline or f"[{entry}]")
     return out
 
 
 def assert_front_gone(rnd: dict[str, Any]) -> None:
-    """Nothing of the round's nginx is left: no process in its session, no master naming its prefix."""
+    """Nothing of the round's front is left: no process in its session, none naming its directory."""
     pid = rnd["front_pid"]
-    prefix = rnd["front_argv"][rnd["front_argv"].index("-p") + 1]
+    conf = next(arg for arg in rnd["front_argv"] if arg.endswith(".conf"))
+    prefix = os.path.dirname(conf)
+    assert prefix.startswith("/") and "serve-bench-" in prefix, conf
     sessions = _sessions()
     if pid in sessions:
-        pytest.fail(f"nginx (session {pid}) left running: {sessions[pid]}", pytrace=False)
+        pytest.fail(f"{rnd['front']} (session {pid}) left running: {sessions[pid]}", pytrace=False)
     leftovers = [cmd for cmds in sessions.values() for cmd in cmds if prefix in cmd]
     if leftovers:
-        pytest.fail(f"nginx left running: {leftovers}", pytrace=False)
+        pytest.fail(f"{rnd['front']} left running: {leftovers}", pytrace=False)
 
 
 def front_round(doc: dict[str, Any]) -> dict[str, Any]:
@@ -121,4 +124,41 @@ def test_error_responses_through_nginx_are_errors(need_wrk: None, need_nginx: No
     assert run["ok_requests"] <= 2 and run["rps"] < 3
     assert "status_errors" in run["flags"]
     assert "error responses" in output
+    assert_front_gone(rnd)
+
+
+@pytest.fixture
+def need_lighttpd() -> None:
+    from launcher.bench import front_lighttpd
+
+    reason = front_lighttpd.LighttpdCGI().unavailable()
+    if reason:
+        message = f"the cgi front needs {reason}"
+        if _ci():
+            pytest.fail(message + " (CI must not skip)", pytrace=False)
+        pytest.skip(message)
+    require_backend("cgi")
+
+
+def test_cgi_is_run_by_lighttpd_and_reported_as_front_plus_backend(
+        need_wrk: None, need_lighttpd: None, tmp_path: Path) -> None:  # noqa: F811
+    code, doc, output = bench(["--workload", "hello", "--backends", "cgi", *TINY], tmp_path)
+    assert code == 0, output
+    data = doc["backends"]["cgi"]
+    assert data["status"] == "ok", data
+    assert data["label"] == "cgi (lighttpd)" and data["measures"] == "front + backend"
+    assert data["front"]["server"] == "lighttpd" and data["front"]["protocol"] == "cgi"
+    rnd: dict[str, Any]
+    (rnd,) = data["rounds"]
+    assert "server_argv" not in rnd  # lighttpd runs the app: no backend server was started
+    assert rnd["front"] == "lighttpd" and 'cgi.assign = ( "" => "" )' in rnd["front_config"]
+    assert rnd["verify"]["ok"] and rnd["verify"]["body_sample"] == "Hello, World!"
+    (run,) = rnd["runs"]
+    assert run["requests"] > 0 and run["ok_requests"] == run["requests"]
+    assert run["errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
+    (row,) = data["summary"]
+    assert row["rps"]["median"] > 0 and row["latency_ms"]["p50"] > 0
+    # every request is a Python process lighttpd starts and reaps: its CPU time is counted
+    assert row["server_cpu_s_per_1k"] > 1
+    assert "cgi (lighttpd)" in output and "front + backend" in output
     assert_front_gone(rnd)

@@ -20,15 +20,16 @@ def info(name: str, installed: bool = True, protocol: str = "http") -> BackendIn
 
 
 INFOS = [info("waitress"), info("gunicorn"), info("tornado", installed=False), info("fastcgi", protocol="fastcgi"),
-         info("cgi", protocol="cgi")]
+         info("cgi", protocol="cgi"), info("other", protocol="scgi")]
 
 
 @pytest.fixture
 def nginx_here(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The nginx front looks runnable, whatever this machine has (selection starts nothing)."""
-    from launcher.bench import front_nginx
+    """The nginx and lighttpd fronts look runnable, whatever this machine has (selection starts nothing)."""
+    from launcher.bench import front_lighttpd, front_nginx
 
     monkeypatch.setattr(front_nginx, "find_binary", lambda: "/usr/sbin/nginx")
+    monkeypatch.setattr(front_lighttpd, "find_binary", lambda: "/usr/sbin/lighttpd")
     monkeypatch.setattr(front_nginx, "find_params", lambda name: f"/etc/nginx/{name}")
 
 
@@ -57,13 +58,12 @@ def test_bad_concurrency(text: str) -> None:
         plan.parse_concurrency(text)
 
 
-def test_all_takes_installed_backends_fastcgi_behind_nginx_and_says_why_others_are_not_run(nginx_here: None) -> None:
+def test_all_takes_installed_backends_fastcgi_and_cgi_behind_fronts_and_says_why_others_are_not_run(
+        nginx_here: None) -> None:
     chosen = plan.select_backends("all", INFOS)
-    assert chosen.names == ["waitress", "gunicorn", "fastcgi"]
-    assert chosen.protocols == {"fastcgi": "fastcgi"}
-    (line,) = chosen.skipped
-    assert line.startswith("cgi speaks cgi: not benchmarked yet: CGI needs lighttpd's or Apache's CGI module")
-    assert "front-server benchmarking not available yet" not in line
+    assert chosen.names == ["waitress", "gunicorn", "fastcgi", "cgi"]
+    assert chosen.protocols == {"fastcgi": "fastcgi", "cgi": "cgi"}
+    assert chosen.skipped == ["other speaks scgi: not benchmarked: no front server adapter for this protocol"]
     assert any("tornado" in note for note in chosen.notes)
 
 
@@ -91,9 +91,28 @@ def test_a_named_backend_that_is_not_installed_is_an_error() -> None:
         plan.select_backends("waitress,tornado", INFOS)
 
 
+def test_without_lighttpd_cgi_is_skipped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from launcher.bench import front_lighttpd
+
+    monkeypatch.setattr(front_lighttpd, "find_binary", lambda: "")
+    chosen = plan.select_backends("waitress,cgi", INFOS)
+    assert chosen.names == ["waitress"] and chosen.protocols == {}
+    assert chosen.skipped == ["cgi speaks cgi: not benchmarked: its front server needs lighttpd, which is not"
+                              " installed (Debian: apt-get install lighttpd)"]
+
+
 def test_a_backend_without_a_front_alone_leaves_nothing_to_run() -> None:
-    with pytest.raises(OptionError, match="no backend can be benchmarked .cgi speaks cgi: not benchmarked yet"):
-        plan.select_backends("cgi", INFOS)
+    with pytest.raises(OptionError, match="no backend can be benchmarked .other speaks scgi: not benchmarked"):
+        plan.select_backends("other", INFOS)
+
+
+def test_a_backend_run_by_its_front_gets_no_bind_workers_or_threads() -> None:
+    notes: list[str] = []
+    opts = plan.server_options("examples.hello:app", "cgi", None, workers=2, threads=4, options={}, pythonpath="",
+                               notes=notes, run_by_front=True)
+    assert not opts.is_set("bind") and not opts.is_set("workers") and not opts.is_set("threads")
+    assert notes == ["cgi is run by its front server, one process per request: run without --workers and"
+                     " --threads"]
 
 
 def test_backend_options_for_all_or_one() -> None:
