@@ -18,6 +18,8 @@ One job per module, imported only when ``serve bench`` runs (never by ``import l
     report     the terminal table and the progress display (rich when available)
     chart      the PNG chart (matplotlib)
     fronts     front servers for backends that do not speak HTTP (which protocol gets which adapter)
-    front_nginx  a private nginx on the ``serve config nginx`` site (fastcgi_pass over a unix socket);
-               such a backend is reported as front + backend, e.g. "fastcgi (nginx)"
+    front_nginx  a private nginx on the ``serve config nginx`` site (fastcgi_pass over a unix socket)
+    front_lighttpd  a private lighttpd running the cgi-bin script (mod_cgi, a process per request)
+
+A backend loaded through a front is reported as front + backend: "fastcgi (nginx)", "cgi (lighttpd)".
 """

@@ -30,7 +30,7 @@ check its answer; warm it up; load it with wrk (HTTP/1.1 keep-alive) at each con
 stop it; repeat for the next backend, for every round (A B C A B C).  Report successful
 requests/s (median and min-max over rounds), latency p50/p90/p99/max, errors by kind, server CPU
 seconds per 1,000 responses and peak memory of the server's whole process tree (with its
-front server's, for FastCGI behind nginx)."""
+front server's, for FastCGI behind nginx and CGI under lighttpd)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  serve bench --workload json --concurrency 16,64 --duration 5s --rounds 5 --png bench.png\n\n"
             "With two or more CPUs the server runs on the first half and the load generator on the rest\n"
             "(--no-pin to share).  Without wrk a Python generator is used and the results say LOW FIDELITY.\n"
-            "FastCGI is loaded through a private nginx (fastcgi_pass over a unix socket, the site\n"
-            "`serve config nginx` writes) and reported as front + backend, e.g. \"fastcgi (nginx)\".\n"
-            "CGI is skipped: it needs lighttpd's or Apache's CGI module, which bench has no adapter for."
+            "FastCGI is loaded through a private nginx (fastcgi_pass over a unix socket) and CGI through\n"
+            "a private lighttpd (mod_cgi, a Python process per request), each on the site `serve config`\n"
+            "writes; they are reported as front + backend: \"fastcgi (nginx)\", \"cgi (lighttpd)\"."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("app", nargs="?", help="the WSGI app to benchmark (module:attr), or use --workload")
     add("--workload", metavar="NAME", help="a shipped workload instead of APP: " + ", ".join(workloads.WORKLOADS))
     add("--backends", default="all", metavar="LIST",
-        help="comma-separated backends, or all: every installed backend but CGI (default all)")
+        help="comma-separated backends, or all: every installed backend (default all)")
     add("--path", default=None, metavar="PATH", help="URL path to load (default /)")
     add("--concurrency", default=",".join(map(str, planning.DEFAULT_CONCURRENCY)), metavar="LIST",
         help="open connections, one run per level (default 1,16,64,256)")
@@ -121,6 +121,10 @@ def make_plan(ns: argparse.Namespace) -> tuple[BenchPlan, dict[str, Any]]:
     app = workload.app if workload else ns.app
     pythonpath = workloads.apps_root() if workload else ""
     notes = list(selection.notes)
+    for name, protocol in selection.protocols.items():
+        if protocol == "cgi" and max(concurrency) > 64:
+            notes.append(f"{name} runs a Python process per request: at {max(concurrency)} connections that is"
+                         f" up to {max(concurrency)} interpreters at once (tens of MB each)")
     options = {
         name: planning.server_options(
             app, name, by_name.get(name), workers=ns.workers, threads=ns.threads, options=per_backend[name],
