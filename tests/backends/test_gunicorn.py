@@ -226,6 +226,32 @@ def test_two_instances_never_share_a_control_socket(serve: Serve, tmp_path: Path
 
 
 @server
+def test_a_users_request_hooks_still_run(serve: Serve, tmp_path: Path) -> None:
+    """The launcher counts requests in gunicorn's pre_request/post_request hooks: hooks of the
+    user's own (-o pre_request=module.func) still run, once per request, in order."""
+    (tmp_path / "hooks_mod.py").write_text(
+        "import os\n"
+        "LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hooks.log')\n"
+        "def pre(worker, req):\n"
+        "    open(LOG, 'a').write('pre ' + req.path + '\\n')\n"
+        "def post(worker, req, environ, resp):\n"
+        "    open(LOG, 'a').write('post ' + req.path + '\\n')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    process = serve(_gunicorn("-o", "pre_request=hooks_mod.pre", "-o", "post_request=hooks_mod.post"), env=env)
+    for path in ("/a", "/b"):
+        assert http_request(process.address, "GET", path, timeout=5).status == 404  # the contract app's
+    deadline = time.monotonic() + 5
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = (tmp_path / "hooks.log").read_text().split() if (tmp_path / "hooks.log").exists() else []
+        if len(lines) >= 8:
+            break
+        time.sleep(0.05)
+    pairs = [" ".join(lines[i:i + 2]) for i in range(0, len(lines), 2)]
+    assert [p for p in pairs if p.endswith(("/a", "/b"))] == ["pre /a", "post /a", "pre /b", "post /b"], pairs
+
+
+@server
 def test_own_control_socket_when_asked(serve: Serve, tmp_path: Path) -> None:
     ctl = tmp_path / "ctl" / "g.ctl"
     process = serve(_gunicorn("-o", f"control_socket={ctl}"), env=_home_env(tmp_path))
