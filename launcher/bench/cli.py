@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(--no-pin to share).  Without wrk a Python generator is used and the results say LOW FIDELITY.\n"
             "FastCGI is loaded through a private nginx (fastcgi_pass over a unix socket) and CGI through\n"
             "a private lighttpd (mod_cgi, a Python process per request), each on the site `serve config`\n"
-            "writes; they are reported as front + backend: \"fastcgi (nginx)\", \"cgi (lighttpd)\"."
+            "writes; they are reported as front + backend: \"fastcgi (nginx)\", \"cgi (lighttpd)\".  CGI runs\n"
+            "only when named (--backends cgi): not in all, it starves the machine at high concurrency."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,

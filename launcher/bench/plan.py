@@ -68,9 +68,17 @@ class Selection:
         self.protocols = protocols
 
 
+#: Protocols ``--backends all`` leaves out (a backend named in the list still runs), and why.
+NOT_IN_ALL = {
+    "cgi": "not part of 'all': a new Python process per request (about 8 requests/s here) means as many"
+           " interpreters as connections, which at 64 and 256 starved the machine and every backend run"
+           " after it; name it to run it (--backends cgi --concurrency 1,4)",
+}
+
+
 def select_backends(text: str, infos: Sequence[BackendInfo]) -> Selection:
     """``all`` or a comma list -> the installed HTTP backends to run, plus those behind a front adapter
-    (:mod:`launcher.bench.fronts`) that can run here.
+    (:mod:`launcher.bench.fronts`) that can run here (``all``: but CGI, see :data:`NOT_IN_ALL`).
 
     Named backends must exist and be installed (an error otherwise: the user asked for them);
     ``all`` quietly takes what is installed and notes the rest.
@@ -99,6 +107,9 @@ def select_backends(text: str, infos: Sequence[BackendInfo]) -> Selection:
             missing.append(name)
             continue
         protocol = str(info.protocol)
+        if every and protocol in NOT_IN_ALL:
+            skipped.append(f"{name}: {NOT_IN_ALL[protocol]}")
+            continue
         if protocol != "http":
             front = fronts.adapter_for(protocol)
             if front is None or front.unavailable():
