@@ -1917,15 +1917,66 @@ def _pipelined_environ(template: dict[str, Any], method: str, target: str, versi
     return environ
 
 
-class _LengthInput:
+class _BufferedInput:
+    """A ``wsgi.input`` over a buffer that :meth:`_more` refills (False: the body is over): read,
+    readline, readlines and iteration, as PEP 3333 asks of ``wsgi.input``."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def _more(self) -> bool:
+        raise NotImplementedError
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._more():
+                pass
+            data, self._buffer = self._buffer, b""
+            return data
+        while len(self._buffer) < size and self._more():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while b"\n" not in self._buffer and (size is None or size < 0 or len(self._buffer) < size) and self._more():
+            pass
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+class _LengthInput(_BufferedInput):
     """``wsgi.input`` of a pipelined request with a Content-Length: the bytes already read, then the
     connection's; ``rest`` holds what came after the body."""
 
     def __init__(self, stream: RawStream, data: bytes, length: int) -> None:
+        super().__init__()
         self.stream = stream
-        self.buffer = data[:length]
+        self._buffer = data[:length]
         self.rest = data[length:]
-        self.left = length - len(self.buffer)
+        self.left = length - len(self._buffer)
 
     def _more(self) -> bool:
         if self.left <= 0:
@@ -1933,33 +1984,10 @@ class _LengthInput:
         data = self.stream.read()
         if not data:
             raise OSError("the connection ended inside the request body")
-        self.buffer += data[:self.left]
+        self._buffer += data[:self.left]
         self.rest += data[self.left:]
         self.left -= min(len(data), self.left)
         return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        while (size is None or size < 0 or len(self.buffer) < size) and self._more():
-            pass
-        if size is None or size < 0:
-            size = len(self.buffer)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        while b"\n" not in self.buffer and (size is None or size < 0 or len(self.buffer) < size) and self._more():
-            pass
-        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
-        if size is not None and size >= 0:
-            end = min(end, size)
-        data, self.buffer = self.buffer[:end], self.buffer[end:]
-        return data
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        return list(iter(self.readline, b""))
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.readline, b"")
 
     def drain(self, limit: int) -> bool:
         """Drop the rest of the body (up to ``limit`` bytes); True when it all arrived."""
@@ -2243,14 +2271,14 @@ class RawStream:
             raise OSError(err, os.strerror(err))
 
 
-class ChunkedInput:
+class ChunkedInput(_BufferedInput):
     """``wsgi.input`` for a chunked request body on a uWSGI HTTP socket, read with uWSGI's own
     ``uwsgi.chunked_read()`` (uWSGI hands the app an empty body otherwise).  Only used when the raw
     body cannot be reached (:class:`StrictChunkedInput` otherwise): uWSGI's reader is lax (chunk
     size 'zz' reads as 0, '0x5' as 5, data past a chunk's size is skipped) and fails on extensions."""
 
     def __init__(self, limit: int = 0) -> None:
-        self._buffer = b""
+        super().__init__()
         self.done = False
         self.limit = limit
         self.received = 0
@@ -2271,45 +2299,6 @@ class ChunkedInput:
             raise BodyTooLarge(f"request body larger than --limit-request-body ({self.limit} bytes)")
         self._buffer += chunk
         return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            while self._more():
-                pass
-            data, self._buffer = self._buffer, b""
-            return data
-        while len(self._buffer) < size and self._more():
-            pass
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        while b"\n" not in self._buffer and (size is None or size < 0 or len(self._buffer) < size) and self._more():
-            pass
-        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-        if size is not None and size >= 0:
-            end = min(end, size)
-        data, self._buffer = self._buffer[:end], self._buffer[end:]
-        return data
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines: list[bytes] = []
-        total = 0
-        while True:
-            line = self.readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            line = self.readline()
-            if not line:
-                return
-            yield line
 
     def drain(self, limit: int) -> bool:
         """Read and drop the rest of the body, up to ``limit`` bytes; True when it all arrived."""
