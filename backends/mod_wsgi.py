@@ -135,7 +135,7 @@ import signal
 import stat
 import sys
 
-from backends.uwsgi import AnnouncedListener, ProgramBackend, probe_address, probe_http
+from backends.uwsgi import AnnouncedListener, ProgramBackend, listed_options, probe_address, probe_http
 from launcher.errors import BindError, OptionError, ServerError
 from launcher.log import logger
 from launcher.options import closest
@@ -182,23 +182,10 @@ def express_command() -> list[str]:
     return [sys.executable, "-c", EXPRESS_MAIN]
 
 
-_KNOWN: set[str] = set()
-
-
 def express_options() -> set[str]:
     """Every option ``mod_wsgi-express setup-server --help`` lists (read once per process)."""
-    import re
-    import subprocess
-
-    if not _KNOWN:
-        try:
-            out = subprocess.run([*express_command(), "setup-server", "--help"], capture_output=True, timeout=30,
-                                 check=False).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OptionError(f"-o: cannot list mod_wsgi-express's options ({exc})") from None
-        pattern = re.compile(r"^\s+--([a-z0-9][\w-]*)")
-        _KNOWN.update(m.group(1) for line in out.decode("utf-8", "replace").splitlines() if (m := pattern.match(line)))
-    return _KNOWN
+    return listed_options((*express_command(), "setup-server"), r"^\s+--([a-z0-9][\w-]*)", "mod_wsgi-express's",
+                          30.0)
 
 
 # --------------------------------------------------------------------------- who can read what

@@ -161,6 +161,7 @@ Traps handled, and why:
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import re
@@ -2443,22 +2444,23 @@ def uwsgi_command() -> list[str]:
     return [sys.executable, "-c", PYUWSGI_MAIN]
 
 
-_KNOWN: set[str] = set()
-
-
 def uwsgi_options() -> set[str]:
     """Every option name ``uwsgi --help`` lists (read once per process)."""
-    import re
+    return listed_options(tuple(uwsgi_command()), r"^\s+(?:-\w\|)?--([A-Za-z0-9][\w-]*)", "uWSGI's", 20.0)
+
+
+@functools.cache
+def listed_options(argv: tuple[str, ...], pattern: str, owner: str, timeout: float) -> set[str]:
+    """The option names a program's ``--help`` (``argv``) lists, by ``pattern``'s first group,
+    read once per process; an OptionError naming ``owner`` when it cannot be run."""
     import subprocess
 
-    if not _KNOWN:
-        try:
-            out = subprocess.run([*uwsgi_command(), "--help"], capture_output=True, timeout=20, check=False).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OptionError(f"-o: cannot list uWSGI's options ({exc})") from None
-        pattern = re.compile(r"^\s+(?:-\w\|)?--([A-Za-z0-9][\w-]*)")
-        _KNOWN.update(m.group(1) for line in out.decode("utf-8", "replace").splitlines() if (m := pattern.match(line)))
-    return _KNOWN
+    try:
+        out = subprocess.run([*argv, "--help"], capture_output=True, timeout=timeout, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise OptionError(f"-o: cannot list {owner} options ({exc})") from None
+    compiled = re.compile(pattern)
+    return {m.group(1) for line in out.decode("utf-8", "replace").splitlines() if (m := compiled.match(line))}
 
 
 class UWSGIBackend(ProgramBackend):
