@@ -26,6 +26,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -959,3 +960,51 @@ def still_alive(pids: list[int], timeout: float) -> list[int]:
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- raw exchanges
+
+
+def seconds_until_closed(sock: socket.socket, *, trickle: bytes = b"", every: float = 0.25,
+                         cap: float = 8.0) -> float | None:
+    """Keep the connection (sending ``trickle`` every ``every`` seconds if given) until the server
+    closes it; the seconds that took, or None if it was still open after ``cap`` seconds."""
+    start = time.monotonic()
+    sock.settimeout(every)
+    try:
+        while time.monotonic() - start < cap:
+            try:
+                if trickle:
+                    sock.send(trickle)
+                if not sock.recv(65536):
+                    return time.monotonic() - start
+            except TimeoutError:
+                continue
+            except OSError:
+                return time.monotonic() - start
+        return None
+    finally:
+        sock.close()
+
+
+def one_response(answer: bytes) -> bool:
+    """Whether ``answer`` is exactly one response (its Content-Length, or no body; nothing after it)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: *(\d+)", head, re.IGNORECASE)
+    return len(body) == (int(length.group(1)) if length else 0)
+
+
+def exchange_until_closed(process: ServeProcess, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Send ``data``; everything the server answers until it closes, and how long that took."""
+    sock = connect(process.address, timeout=timeout)
+    start = time.monotonic()
+    try:
+        sock.sendall(data)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer, time.monotonic() - start
+            answer += chunk
+    finally:
+        sock.close()

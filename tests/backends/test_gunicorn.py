@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,9 +25,10 @@ from launcher.options import ServeOptions, resolve
 from tests.support import (
     REPO,
     ServeProcess,
-    connect,
     contract_args,
+    exchange_until_closed,
     http_request,
+    one_response,
     parallel,
     require_backend,
     run_serve,
@@ -471,29 +471,6 @@ WORKER_CLASSES = [
 ]
 
 
-def _one_response(answer: bytes) -> bool:
-    """Whether ``answer`` is exactly one response (its Content-Length, or no body; nothing after it)."""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    length = re.search(rb"\r\nContent-Length: *(\d+)", head, re.IGNORECASE)
-    return len(body) == (int(length.group(1)) if length else 0)
-
-
-def _exchange(process: ServeProcess, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
-    """Send ``data``; everything the server answers until it closes, and how long that took."""
-    sock = connect(process.address, timeout=timeout)
-    start = time.monotonic()
-    try:
-        sock.sendall(data)
-        answer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return answer, time.monotonic() - start
-            answer += chunk
-    finally:
-        sock.close()
-
-
 @server
 @pytest.mark.parametrize("extra", WORKER_CLASSES)
 def test_a_smuggling_head_is_refused_and_closed(serve: Serve, extra: list[str]) -> None:
@@ -507,9 +484,9 @@ def test_a_smuggling_head_is_refused_and_closed(serve: Serve, extra: list[str]) 
         b"GET / HTTP/1.1\r\n\r\n",
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ):
-        answer, _ = _exchange(process, head + hidden)
+        answer, _ = exchange_until_closed(process, head + hidden)
         assert answer.startswith(b"HTTP/1.1 400 "), (head, answer[:200])
-        assert _one_response(answer), (head, answer)  # the hidden request was not served
+        assert one_response(answer), (head, answer)  # the hidden request was not served
     ok = http_request(process.address, "GET", "/", headers={"X-Custom_Thing": "v"}, timeout=10)
     assert ok.status == 200, ok.describe()  # an underscore that poses as nothing standard is fine
 
@@ -518,9 +495,9 @@ def test_a_smuggling_head_is_refused_and_closed(serve: Serve, extra: list[str]) 
 @pytest.mark.parametrize("extra", WORKER_CLASSES)
 def test_header_timeout_cuts_a_slow_head_and_a_stalled_body(serve: Serve, extra: list[str]) -> None:
     process = serve(_gunicorn("--header-timeout", "1", *extra))
-    answer, took = _exchange(process, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10)
+    answer, took = exchange_until_closed(process, b"GET / HTTP/1.1\r\nHost: x\r\n", timeout=10)
     assert answer == b"" and took < 3, (answer, took)
-    answer, took = _exchange(process, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx",
+    answer, took = exchange_until_closed(process, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx",
                              timeout=10)
     assert took < 3, (answer, took)
 

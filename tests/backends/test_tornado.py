@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -32,7 +31,9 @@ from tests.support import (
     ServeProcess,
     connect,
     contract_args,
+    exchange_until_closed,
     http_request,
+    one_response,
     parallel,
     require_backend,
     run_serve,
@@ -342,29 +343,6 @@ def test_contract_over_unix_with_two_workers(forked_unix_target: Target, check: 
 # --------------------------------------------------------------------------- request hygiene and limits
 
 
-def _one_response(answer: bytes) -> bool:
-    """Whether ``answer`` is exactly one response (its Content-Length, or no body; nothing after it)."""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    length = re.search(rb"\r\nContent-Length: *(\d+)", head, re.IGNORECASE)
-    return len(body) == (int(length.group(1)) if length else 0)
-
-
-def _exchange(server: ServeProcess, data: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
-    """Send ``data``; everything the server answers until it closes, and how long that took."""
-    sock = connect(server.address, timeout=timeout)
-    start = time.monotonic()
-    try:
-        sock.sendall(data)
-        answer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return answer, time.monotonic() - start
-            answer += chunk
-    finally:
-        sock.close()
-
-
 def test_a_refused_head_is_answered_and_closed(serve: Serve) -> None:
     """check_head in headers_received: 400 (431 for a limit), Connection: close, nothing behind it read."""
     server = serve(_args("--limit-request-fields", "5"))
@@ -378,29 +356,30 @@ def test_a_refused_head_is_answered_and_closed(serve: Serve) -> None:
         (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 6 + b"\r\n", b"431"),
     ):
-        answer, _ = _exchange(server, head + hidden)
+        answer, _ = exchange_until_closed(server, head + hidden)
         assert answer.startswith(b"HTTP/1.1 " + status), (head, answer[:200])
-        assert _one_response(answer), (head, answer)  # the hidden request was not served
+        assert one_response(answer), (head, answer)  # the hidden request was not served
 
 
 def test_no_request_is_served_after_connection_close(serve: Serve) -> None:
     server = serve(_args())
-    answer, _ = _exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer, _ = exchange_until_closed(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                                   b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.count(b"HTTP/1.1 200") == 1, answer
 
 
 def test_a_chunk_extension_is_ignored(serve: Serve) -> None:
     server = serve(_args())
-    answer, _ = _exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    answer, _ = exchange_until_closed(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                                   b"Connection: close\r\n\r\n5;name=value\r\nhello\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
-    answer, _ = _exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    answer, _ = exchange_until_closed(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                                   b"Connection: close\r\n\r\n5 \r\nhello\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400"), answer  # a trailing space without an extension
 
 
 def test_header_timeout_also_bounds_a_stalled_body(serve: Serve) -> None:
     server = serve(_args("--header-timeout", "1"))
-    _, took = _exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx", timeout=10)
+    stalled = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx"
+    _, took = exchange_until_closed(server, stalled, timeout=10)
     assert took < 3, took

@@ -36,6 +36,7 @@ from tests.support import (
     parallel,
     require_backend,
     run_serve,
+    seconds_until_closed,
     still_alive,
 )
 
@@ -146,26 +147,6 @@ def test_chunked_body_in_pieces_is_read(serve: Serve) -> None:
         assert conn.request("GET", "/").status == 200
 
 
-def _closed_after(sock: socket.socket, trickle: bytes = b"", cap: float = 6.0) -> float | None:
-    """Seconds until the server closed ``sock`` (sending ``trickle`` every 0.2 s), None if still open."""
-    start = time.monotonic()
-    sock.settimeout(0.2)
-    try:
-        while time.monotonic() - start < cap:
-            try:
-                if trickle:
-                    sock.send(trickle)
-                if not sock.recv(65536):
-                    return time.monotonic() - start
-            except TimeoutError:
-                continue
-            except OSError:
-                return time.monotonic() - start
-        return None
-    finally:
-        sock.close()
-
-
 def test_header_timeout_cuts_a_trickled_head(serve: Serve) -> None:
     """uWSGI's socket timeout is per read: a head trickled a byte every 0.2 s would be held for ever
     (--keepalive 5 here).  --header-timeout 1 cuts it, and a connection that sends nothing, at ~1 s."""
@@ -175,8 +156,8 @@ def test_header_timeout_cuts_a_trickled_head(serve: Serve) -> None:
     trickled.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     silent = socket.create_connection(address, timeout=5)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(_closed_after, trickled, b"a")
-        quiet = pool.submit(_closed_after, silent)
+        slow = pool.submit(lambda: seconds_until_closed(trickled, trickle=b"a", every=0.2, cap=6.0))
+        quiet = pool.submit(lambda: seconds_until_closed(silent, every=0.2, cap=6.0))
         took, quiet_took = slow.result(), quiet.result()
     assert took is not None and 0.8 <= took <= 2.5, f"trickled head closed after {took}"
     assert quiet_took is not None and 0.8 <= quiet_took <= 2.5, f"silent connection closed after {quiet_took}"
@@ -194,7 +175,7 @@ def test_header_timeout_spares_an_idle_keepalive_connection(serve: Serve) -> Non
         assert (again.status, again.body) == (200, b"hello"), again.describe()
         assert conn.sock is not None
         conn.sock.sendall(b"GET / HTTP/1.1\r\n")
-        took = _closed_after(conn.sock, b"X")
+        took = seconds_until_closed(conn.sock, trickle=b"X", every=0.2, cap=6.0)
         conn.sock = None
     assert took is not None and took <= 2.5, f"a trickled second head closed after {took}"
 

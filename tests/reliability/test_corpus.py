@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 
 from tests.reliability import corpus
 from tests.reliability.conftest import Served, connect_from, expect, honoured, record, serve_app
-from tests.support import http_request
+from tests.support import http_request, seconds_until_closed
 
 pytestmark = pytest.mark.server
 
@@ -52,28 +51,6 @@ def server_args(backend: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- slow clients
-
-
-def seconds_until_closed(sock: socket.socket, *, trickle: bytes = b"", every: float = 0.25,
-                         cap: float = 8.0) -> float | None:
-    """Keep the connection (sending ``trickle`` every ``every`` seconds if given) until the server
-    closes it; the seconds that took, or None if it was still open after ``cap`` seconds."""
-    start = time.monotonic()
-    sock.settimeout(every)
-    try:
-        while time.monotonic() - start < cap:
-            try:
-                if trickle:
-                    sock.send(trickle)
-                if not sock.recv(65536):
-                    return time.monotonic() - start
-            except TimeoutError:
-                continue
-            except OSError:
-                return time.monotonic() - start
-        return None
-    finally:
-        sock.close()
 
 
 def slow_head(address: tuple[str, int]) -> float | None:
