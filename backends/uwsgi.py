@@ -1452,11 +1452,22 @@ def _shutdown_fd(fd: int, inode: int) -> None:
     try:
         if os.fstat(fd).st_ino != inode:
             return
+    except OSError:
+        return
+    _on_socket(fd, lambda sock: sock.shutdown(socket.SHUT_RDWR))
+
+
+def _on_socket(fd: int, action: Callable[[Any], object]) -> None:
+    """Run ``action`` on a socket object over a duplicate of descriptor ``fd``, closed after; an
+    OSError (the connection is gone) ends it quietly."""
+    import socket
+
+    try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
         return
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        action(sock)
     except OSError:
         pass
     finally:
@@ -2014,19 +2025,11 @@ def _abort_connection() -> None:
     import socket
     import struct
 
-    try:
-        import uwsgi
-
-        sock = socket.socket(fileno=os.dup(uwsgi.connection_fd()))
-    except Exception:  # not under uWSGI, or no connection
-        return
-    try:
+    def reset(sock: Any) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
         sock.shutdown(socket.SHUT_RD)  # uWSGI's next read sees the end: it closes instead of reusing
-    except OSError:
-        pass
-    finally:
-        sock.close()
+
+    _on_connection(reset)
 
 
 def _shutdown_connection() -> None:
@@ -2034,19 +2037,18 @@ def _shutdown_connection() -> None:
     and closes it instead of parsing leftover bytes as another request."""
     import socket
 
+    _on_connection(lambda sock: sock.shutdown(socket.SHUT_RDWR))
+
+
+def _on_connection(action: Callable[[Any], object]) -> None:
+    """:func:`_on_socket` on the connection of the request uWSGI is serving (none: nothing)."""
     try:
         import uwsgi
 
         fd = uwsgi.connection_fd()
-        sock = socket.socket(fileno=os.dup(fd))
-    except Exception:  # not under uWSGI, or no connection: nothing to shut down
+    except Exception:  # not under uWSGI, or no connection
         return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
+    _on_socket(fd, action)
 
 
 class BodyTooLarge(OSError):
