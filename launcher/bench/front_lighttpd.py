@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 from launcher.bench import pinning
-from launcher.bench.front_nginx import FrontProcess, _wait_answer, loopback_listener
+from launcher.bench.front_nginx import FrontProcess, answering, loopback_listener, spawn
 from launcher.bench.server import StartError
 
 TYPE_CHECKING = False
@@ -124,15 +123,8 @@ class LighttpdCGI:
             argv = [*pinning.prefix(cpus), sys.executable, "-c", ACTIVATE, str(fd), binary, "-D", "-f", conf_path]
             env = dict(os.environ, LISTEN_FDS="1")
             env.pop("LISTEN_FDNAMES", None)
-            with open(os.path.join(folder, "console.log"), "wb") as out:
-                proc = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(fd,))
+            proc = spawn(argv, env, folder, fd)
         finally:
             listener.close()  # lighttpd holds its own copy
         handle = FrontProcess(proc, argv, f"http://127.0.0.1:{port}", folder, site, server="lighttpd")
-        try:
-            _wait_answer(handle, port, timeout)
-        except BaseException:
-            handle.stop(timeout=3)
-            raise
-        return handle
+        return answering(handle, port, timeout)

@@ -265,18 +265,28 @@ class NginxFront:
                     os.path.join(folder, "error.log"), "-g", "daemon off;"]
             fd = listener.fileno()
             env = dict(os.environ, NGINX=f"{fd};")
-            with open(os.path.join(folder, "console.log"), "wb") as out:
-                proc = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(fd,))
+            proc = spawn(argv, env, folder, fd)
         finally:
             listener.close()  # nginx holds its own copy
-        handle = FrontProcess(proc, argv, f"http://127.0.0.1:{port}", folder, site)
-        try:
-            _wait_answer(handle, port, timeout)
-        except BaseException:
-            handle.stop(timeout=3)
-            raise
-        return handle
+        return answering(FrontProcess(proc, argv, f"http://127.0.0.1:{port}", folder, site), port, timeout)
+
+
+def spawn(argv: list[str], env: dict[str, str], folder: str, fd: int) -> subprocess.Popen[bytes]:
+    """Start a front server in its own session, in ``folder`` (its output in console.log), with the
+    listening socket ``fd`` passed on."""
+    with open(os.path.join(folder, "console.log"), "wb") as out:
+        return subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(fd,))
+
+
+def answering(handle: FrontProcess, port: int, timeout: float) -> FrontProcess:
+    """``handle`` once its front server answers a real request on ``port``; stopped again if not."""
+    try:
+        _wait_answer(handle, port, timeout)
+    except BaseException:
+        handle.stop(timeout=3)
+        raise
+    return handle
 
 
 def _wait_answer(handle: FrontProcess, port: int, timeout: float) -> None:
